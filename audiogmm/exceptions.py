@@ -51,8 +51,8 @@ class ModelFileError(AudiogmmError):
     """A model file is missing, damaged, of a foreign format or of an unsupported version."""
 
 
-class NotFittedError(AudiogmmError, AttributeError):
-    """An estimator was used before ``fit``."""
+class NotFittedError(AudiogmmError, ValueError, AttributeError):
+    """An estimator was used before ``fit`` (also a ValueError and AttributeError, as in scikit-learn)."""
 
 
 class ConvergenceWarning(UserWarning):
