@@ -1,0 +1,368 @@
+"""One Gaussian mixture per class; recordings labelled by highest mean frame log-likelihood.
+
+Scoring
+-------
+A recording is a matrix ``X`` of shape ``(n_frames, n_features)``. Its *score* for class
+``c`` is the mean over its frames of the log-likelihood under that class's mixture::
+
+    s_c(X) = (1 / n_frames) * sum_t log p(x_t | c)
+
+The predicted label is ``argmax_c s_c(X) + log pi_c`` where ``pi`` are the class priors
+(uniform by default, so the label is the class of highest mean log-likelihood).
+
+Probabilities
+-------------
+``predict_proba`` returns ``softmax_c(s_c(X) + log pi_c)``: each class's probability is
+proportional to its prior times the *geometric mean* of the frame likelihoods,
+``pi_c * prod_t p(x_t | c) ** (1 / n_frames)``. Using the mean rather than the sum of the
+frame log-likelihoods keeps the probabilities comparable across recordings of different
+lengths (the sum would make every long recording look certain, since frames are not
+independent); the price is that they are not calibrated posteriors. They rank classes
+exactly as the scores do.
+
+Inputs
+------
+``fit``, ``predict`` and friends take either a sequence of 2-D arrays (one per recording)
+or a single 2-D array, read as one recording per *row* (so frame-level use and
+scikit-learn's estimator checks work unchanged).
+"""
+
+import numbers
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+from .exceptions import NotFittedError, ParameterError, TrainingError
+from .gmm import DiagonalGMM, score_samples_many
+
+__all__ = ["GMMClassifier"]
+
+#: Frames scored together when many short recordings are scored at once.
+_BATCH_FRAMES = 1 << 16
+
+
+def _as_recordings(X, *, name="X"):
+    """Return a list of float 2-D arrays (one per recording) from a sequence or a 2-D array."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        if not np.issubdtype(X.dtype, np.number):
+            raise ParameterError(f"{name} must hold numbers, got dtype {X.dtype}")
+        X = np.asarray(X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
+        return [X[i : i + 1] for i in range(X.shape[0])], X
+    if isinstance(X, np.ndarray) or not hasattr(X, "__len__"):
+        raise ParameterError(
+            f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array, "
+            f"got {type(X).__name__} with shape {getattr(X, 'shape', None)}"
+        )
+    recordings = []
+    for i, x in enumerate(X):
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ParameterError(f"{name}[{i}] must be a 2-D (n_frames, n_features) array, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ParameterError(f"{name}[{i}] must hold numbers, got dtype {x.dtype}")
+        recordings.append(np.asarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64))
+    return recordings, None
+
+
+class GMMClassifier:
+    """Classify recordings with one diagonal-covariance GMM per class.
+
+    Parameters
+    ----------
+    n_components : int, default=8
+        Mixture components per class.
+    tol, reg_covar, max_iter, n_init, init_params, dtype
+        Passed to each class's :class:`~audiogmm.gmm.DiagonalGMM`.
+    priors : None, "uniform", "empirical" or array-like of shape (n_classes,), default=None
+        Class priors added (as logs) to the scores. ``None``/``"uniform"``: equal priors, so
+        the label is the class of highest mean log-likelihood. ``"empirical"``: proportional
+        to the number of training recordings of each class. An array: in the order of
+        ``classes_`` (sorted labels); it is normalised to sum to one.
+    random_state : None, int or numpy.random.Generator, default=None
+        Seeds every class's initialisation (each class gets its own stream derived from it).
+    n_jobs : int or None, default=None
+        Classes trained in parallel (threads; BLAS capped at one thread each). ``None`` = 1.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Sorted class labels.
+    gmms_ : list of DiagonalGMM
+        The fitted mixture of each class, in the order of ``classes_``.
+    class_prior_ : ndarray of shape (n_classes,)
+        The priors in use.
+    n_features_in_ : int
+    n_recordings_ : ndarray of shape (n_classes,)
+        Training recordings per class.
+    n_frames_ : ndarray of shape (n_classes,)
+        Training frames per class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = [rng.normal(0, 1, (50, 3)), rng.normal(3, 1, (50, 3)), rng.normal(0, 1, (40, 3))]
+    >>> clf = GMMClassifier(n_components=2, random_state=0).fit(X, ["a", "b", "a"])
+    >>> clf.predict([rng.normal(3, 1, (20, 3))]).tolist()
+    ['b']
+    """
+
+    def __init__(
+        self,
+        n_components=8,
+        *,
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="k-means++",
+        dtype="float32",
+        priors=None,
+        random_state=None,
+        n_jobs=None,
+    ):
+        self.n_components = n_components
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.dtype = dtype
+        self.priors = priors
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # -- scikit-learn estimator protocol -------------------------------------------------
+    _param_names = (
+        "n_components", "tol", "reg_covar", "max_iter", "n_init", "init_params", "dtype",
+        "priors", "random_state", "n_jobs",
+    )
+
+    def get_params(self, deep=True):
+        """Parameters of this estimator, as a dict (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._param_names}
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn protocol); returns ``self``."""
+        for name, value in params.items():
+            if name not in self._param_names:
+                raise ParameterError(f"invalid parameter {name!r} for GMMClassifier; valid: {', '.join(self._param_names)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = GMMClassifier().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v is not defaults[k] and not _equal(v, defaults[k])]
+        return f"GMMClassifier({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "gmms_")
+
+    def __sklearn_tags__(self):
+        from sklearn.base import ClassifierMixin, BaseEstimator  # noqa: F401  (only when sklearn asks)
+        from sklearn.utils import Tags, ClassifierTags, TargetTags, InputTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
+
+    # -- validation ----------------------------------------------------------------------
+    def _gmm_params(self):
+        return dict(
+            n_components=self.n_components, tol=self.tol, reg_covar=self.reg_covar,
+            max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype,
+        )
+
+    def _validate_params(self):
+        k = self.n_components
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise ParameterError(f"n_components must be an int >= 1, got {k!r}")
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0):
+            raise ParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
+        if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
+            raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
+        if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
+            raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
+        # Let DiagonalGMM check its own parameters before any work.
+        DiagonalGMM(**self._gmm_params())._validate_params()
+
+    def _resolve_priors(self, n_recordings):
+        p = self.priors
+        if p is None or (isinstance(p, str) and p == "uniform"):
+            return np.full(len(n_recordings), 1.0 / len(n_recordings))
+        if isinstance(p, str):  # empirical
+            return n_recordings / n_recordings.sum()
+        p = np.asarray(p, dtype=float)
+        if p.shape != (len(n_recordings),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
+            raise ParameterError(
+                f"priors must hold {len(n_recordings)} positive numbers (one per class, in the order "
+                f"{list(self.classes_)}), got {self.priors!r}"
+            )
+        return p / p.sum()
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train one mixture per class.
+
+        Parameters
+        ----------
+        X : sequence of ndarray of shape (n_frames_i, n_features), or ndarray (n_samples, n_features)
+            The recordings' frames (a 2-D array is one recording per row).
+        y : array-like of shape (n_recordings,)
+            The label of each recording.
+
+        Returns
+        -------
+        self : GMMClassifier
+
+        Raises
+        ------
+        ParameterError
+            Bad parameters, mismatched lengths, non-finite or inconsistent features.
+        TrainingError
+            A class has fewer frames than ``n_components``.
+        """
+        self._validate_params()
+        recordings, _ = _as_recordings(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != len(recordings):
+            raise ParameterError(f"y must be 1-D with one label per recording ({len(recordings)}), got shape {y.shape}")
+        if len(recordings) == 0:
+            raise ParameterError("X holds no recording: give at least one recording per class")
+        widths = {r.shape[1] for r in recordings}
+        if len(widths) != 1:
+            raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
+        for i, r in enumerate(recordings):
+            if not np.all(np.isfinite(r)):
+                raise ParameterError(f"X[{i}] contains NaN or infinity")
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if classes.size < 1:
+            raise ParameterError("y holds no label")
+        frames = []
+        for c, label in enumerate(classes):
+            parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
+            Xc = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if Xc.shape[0] < self.n_components:
+                raise TrainingError(
+                    f"class {label!r} has {Xc.shape[0]} frame(s) from {len(parts)} recording(s), fewer than "
+                    f"n_components={self.n_components}: add audio to it or lower n_components"
+                )
+            frames.append(Xc)
+        self.classes_ = classes
+        self.n_features_in_ = widths.pop()
+        self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
+        self.n_frames_ = np.array([f.shape[0] for f in frames])
+        seeds = np.random.SeedSequence(_entropy(self.random_state)).spawn(classes.size)
+        gmms = [
+            DiagonalGMM(**self._gmm_params(), random_state=np.random.default_rng(s)) for s in seeds
+        ]
+        self.gmms_ = _fit_all(gmms, frames, self.n_jobs)
+        self.class_prior_ = self._resolve_priors(self.n_recordings_)
+        return self
+
+    # -- scoring -------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "gmms_"):
+            raise NotFittedError("this GMMClassifier is not fitted yet: call fit() first")
+
+    def score_recordings(self, X):
+        """Mean frame log-likelihood of each recording under each class's mixture.
+
+        Parameters
+        ----------
+        X : sequence of ndarray (n_frames_i, n_features), or ndarray (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_recordings, n_classes)
+            Column ``c`` is ``s_c(X)`` for ``classes_[c]`` (priors not included).
+        """
+        self._check_fitted()
+        recordings, stacked = _as_recordings(X)
+        for i, r in enumerate(recordings):
+            if r.shape[1] != self.n_features_in_:
+                raise ParameterError(
+                    f"X[{i}] has {r.shape[1]} features but the classifier was trained on {self.n_features_in_}"
+                )
+            if r.shape[0] == 0:
+                raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
+        if stacked is not None:  # one frame per recording: one pass over all rows
+            return score_samples_many(self.gmms_, stacked)
+        # Score many short recordings in one pass: concatenate up to _BATCH_FRAMES frames,
+        # score all classes at once, then average each recording's rows.
+        out = np.empty((len(recordings), len(self.gmms_)))
+        start = 0
+        while start < len(recordings):
+            stop, n = start, 0
+            while stop < len(recordings) and (n == 0 or n + recordings[stop].shape[0] <= _BATCH_FRAMES):
+                n += recordings[stop].shape[0]
+                stop += 1
+            batch = recordings[start:stop]
+            lengths = np.array([r.shape[0] for r in batch])
+            ll = score_samples_many(self.gmms_, batch[0] if len(batch) == 1 else np.concatenate(batch))
+            offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            out[start:stop] = np.add.reduceat(ll, offsets, axis=0) / lengths[:, None]
+            start = stop
+        return out
+
+    def decision_function(self, X):
+        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label."""
+        return self.score_recordings(X) + np.log(self.class_prior_)
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, shape (n_recordings, n_classes)."""
+        return log_softmax(self.decision_function(X), axis=1)
+
+    def predict_proba(self, X):
+        """Class probabilities ``softmax(score + log prior)``, shape (n_recordings, n_classes).
+
+        See the module docstring for what they mean (and do not mean).
+        """
+        return softmax(self.decision_function(X), axis=1)
+
+    def predict(self, X):
+        """The label of highest ``score + log prior`` for each recording, shape (n_recordings,)."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def score(self, X, y):
+        """Accuracy of :meth:`predict` on ``(X, y)`` (scikit-learn protocol)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _equal(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # arrays and other odd values
+        return False
+
+
+def _entropy(random_state):
+    """An integer seed for SeedSequence from None, an int or a Generator/RandomState."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise ParameterError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def _fit_one(gmm, X):
+    return gmm.fit(X)
+
+
+def _fit_all(gmms, frames, n_jobs):
+    """Fit each class's mixture; in threads with one BLAS thread each when ``n_jobs`` > 1."""
+    n_jobs = 1 if n_jobs is None else int(n_jobs)
+    if n_jobs == 1 or len(gmms) == 1:
+        return [g.fit(X) for g, X in zip(gmms, frames)]
+    from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_one)(g, X) for g, X in zip(gmms, frames))

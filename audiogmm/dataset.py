@@ -1,0 +1,219 @@
+"""Finding recordings: folder-per-label datasets, manifests, and files to classify.
+
+A *labelled dataset* is either
+
+- a folder with one sub-folder per class: ``DATA/<label>/**/*.wav`` (the label is the
+  sub-folder's name; audio is found recursively inside it; files directly in ``DATA`` and
+  hidden folders are passed over), or
+- a manifest file (``.csv``, ``.tsv`` or ``.txt``) whose header names a ``path`` and a
+  ``label`` column (other columns are ignored). Paths are relative to the manifest's folder
+  unless absolute. A headerless manifest with exactly two columns is read as ``path,label``.
+  The delimiter is a tab for ``.tsv`` and otherwise sniffed (comma, tab or semicolon).
+
+``include`` / ``exclude`` glob patterns (:mod:`fnmatch`, ``*`` also matches ``/``) filter
+rows by their path relative to the dataset root, e.g. ``exclude=["*_[0-4].wav"]``.
+
+This module only reads folder listings and manifests; it never decodes audio.
+"""
+
+import csv
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from .exceptions import ParameterError, TrainingError
+
+__all__ = ["Recording", "discover", "find_audio", "AUDIO_SUFFIXES", "MANIFEST_SUFFIXES"]
+
+#: File-name endings treated as audio (lower case, with the dot). Kept here rather than in
+#: :mod:`audiogmm.audio` so that listing a folder needs no audio library.
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .m4a .aac .aif .aiff .aifc .au .snd .wma .webm .caf .w64".split()
+)
+
+#: Endings of files read as manifests.
+MANIFEST_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One labelled recording: its ``path``, its ``label`` and ``name``, the path shown to users."""
+
+    path: Path
+    label: str
+    name: str
+
+
+def _is_audio(path):
+    return path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def _is_hidden(path, root):
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _matches(name, patterns):
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def discover(source, *, include=(), exclude=()):
+    """List the labelled recordings of a dataset folder or manifest.
+
+    Parameters
+    ----------
+    source : str or Path
+        A folder with one sub-folder per label, or a ``.csv``/``.tsv``/``.txt`` manifest.
+    include : sequence of str, default=()
+        Keep only rows whose relative path matches one of these glob patterns (all if empty).
+    exclude : sequence of str, default=()
+        Drop rows whose relative path matches one of these glob patterns.
+
+    Returns
+    -------
+    recordings : list of Recording
+        Sorted by label, then path. Files listed in a manifest are not checked for existence
+        here: a missing one fails (and is reported) when it is decoded.
+
+    Raises
+    ------
+    ParameterError
+        ``source`` does not exist, is neither a folder nor a manifest, has no labelled
+        recording, or a manifest is malformed.
+    TrainingError
+        A label sub-folder holds no audio file (an empty class).
+
+    Examples
+    --------
+    >>> rows = discover("SONGS/", exclude=["*/live/*"])  # doctest: +SKIP
+    >>> rows[0].label, rows[0].path  # doctest: +SKIP
+    ('blues', PosixPath('SONGS/blues/track01.mp3'))
+    """
+    source = Path(source)
+    if not source.exists():
+        raise ParameterError(f"dataset {str(source)!r} does not exist: give a folder with one sub-folder per label, or a manifest file")
+    if source.is_dir():
+        rows = _discover_folder(source)
+        kind = f"folder {str(source)!r}"
+        hint = "put recordings in one sub-folder per label, e.g. DATA/<label>/clip.wav"
+    elif source.suffix.lower() in MANIFEST_SUFFIXES:
+        rows = _read_manifest(source)
+        kind = f"manifest {str(source)!r}"
+        hint = "list one 'path,label' row per recording"
+    else:
+        raise ParameterError(
+            f"dataset {str(source)!r} is neither a folder nor a manifest (.csv, .tsv, .txt)"
+        )
+    if not rows:
+        raise ParameterError(f"{kind} holds no labelled audio file: {hint}")
+    if include:
+        rows = [r for r in rows if _matches(r.name, include)]
+    if exclude:
+        rows = [r for r in rows if not _matches(r.name, exclude)]
+    if not rows:
+        raise ParameterError(f"no recording of {kind} is left after --include/--exclude: check the patterns")
+    return sorted(rows, key=lambda r: (r.label, r.name))
+
+
+def _discover_folder(root):
+    rows, empty = [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = [
+            Recording(path, sub.name, path.relative_to(root).as_posix())
+            for path in sorted(sub.rglob("*"))
+            if path.is_file() and _is_audio(path) and not _is_hidden(path, root)
+        ]
+        if not found:
+            empty.append(sub)
+        rows.extend(found)
+    if rows and empty:
+        raise TrainingError(
+            f"class folder(s) {', '.join(repr(str(e)) for e in empty)} hold no audio file "
+            f"({', '.join(sorted(AUDIO_SUFFIXES)[:6])}, ...): add recordings to them or move them out of {str(root)!r}"
+        )
+    return rows
+
+
+def _sniff_dialect(path, sample):
+    if path.suffix.lower() == ".tsv":
+        return "excel-tab"
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;")
+    except csv.Error:
+        return "excel"
+
+
+def _read_manifest(path):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"cannot read manifest {str(path)!r}: {exc}") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    reader = csv.reader(lines, dialect=_sniff_dialect(path, "\n".join(lines[:20])))
+    table = [[cell.strip() for cell in row] for row in reader]
+    header = [cell.lower() for cell in table[0]]
+    if "path" in header and "label" in header:
+        ip, il = header.index("path"), header.index("label")
+        body, first_line = table[1:], 2
+    elif len(header) == 2:
+        ip, il = 0, 1
+        body, first_line = table, 1
+    else:
+        raise ParameterError(
+            f"manifest {str(path)!r} needs a header with 'path' and 'label' columns "
+            f"(got {table[0]!r}), or exactly two columns path,label"
+        )
+    base = path.parent
+    rows = []
+    for lineno, row in enumerate(body, start=first_line):
+        if len(row) <= max(ip, il) or not row[ip] or not row[il]:
+            raise ParameterError(f"manifest {str(path)!r}, row {lineno}: expected a path and a label, got {row!r}")
+        rel = Path(row[ip])
+        rows.append(Recording(rel if rel.is_absolute() else base / rel, row[il], rel.as_posix()))
+    return rows
+
+
+def find_audio(paths):
+    """Expand files and folders into the audio files to classify.
+
+    Folders are walked recursively (hidden entries passed over) in sorted order; files given
+    explicitly are kept whatever their ending.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+
+    Returns
+    -------
+    audio : list of Path
+        Audio files, in the order given (each folder's files sorted), without duplicates.
+    n_other : int
+        How many non-audio files inside the folders were passed over (cover art, playlists...).
+
+    Raises
+    ------
+    ParameterError
+        A path does not exist.
+    """
+    audio, seen, n_other = [], set(), 0
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ParameterError(f"path {str(p)!r} does not exist")
+        if p.is_dir():
+            found = []
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or _is_hidden(f, p):
+                    continue
+                if _is_audio(f):
+                    found.append(f)
+                else:
+                    n_other += 1
+        else:
+            found = [p]
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                audio.append(f)
+    return audio, n_other

@@ -1,0 +1,262 @@
+"""The model file: one ``.npz`` archive of plain arrays plus JSON metadata. Never a pickle.
+
+Format (``format_version`` 1)
+-----------------------------
+A ZIP archive written by :func:`numpy.savez` and read with ``allow_pickle=False``, so
+loading a file from an untrusted source cannot run code. Members:
+
+``metadata``
+    A ``uint8`` array holding UTF-8 JSON: ``format`` (always ``"audiogmm-model"``),
+    ``format_version``, ``audiogmm_version``, ``created`` (UTC, ISO 8601), ``classes``
+    (label strings, in score order), ``feature_config`` (the :class:`~audiogmm.features.FeatureConfig`
+    as a dict: prediction always re-extracts features with it), ``classifier`` (the
+    :class:`~audiogmm.classifier.GMMClassifier` parameters), ``class_prior``, ``n_recordings``
+    and ``n_frames`` per class, ``gmms`` (per class: ``n_components``, ``converged``,
+    ``n_iter``, ``lower_bound``) and ``training`` (a free-form summary of the run).
+``weights_<i>``, ``means_<i>``, ``variances_<i>``
+    The mixture of class ``i`` as float64 arrays of shapes ``(K_i,)``, ``(K_i, D)``, ``(K_i, D)``.
+
+Files are written atomically: to a temporary file in the destination folder, flushed to
+disk, then renamed over the destination, so a crash never leaves a half-written model
+under the final name and an existing model is replaced only by a complete one.
+"""
+
+import datetime
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import GMMClassifier
+from .exceptions import ModelFileError
+from .features import FeatureConfig
+from .gmm import DiagonalGMM
+
+__all__ = ["TrainedModel", "save_model", "load_model", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "audiogmm-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainedModel:
+    """A fitted classifier together with the feature configuration it was trained on.
+
+    Attributes
+    ----------
+    classifier : GMMClassifier
+        Fitted; its ``classes_`` are strings.
+    feature_config : FeatureConfig
+        The features every recording must be turned into before scoring.
+    summary : dict
+        JSON-safe facts about training (data source, counts, skipped files, timings...).
+    metadata : dict
+        For a loaded model, the file's metadata (format and audiogmm versions, creation time).
+    """
+
+    classifier: GMMClassifier
+    feature_config: FeatureConfig
+    summary: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def classes(self):
+        """The class labels, as a list of str."""
+        return [str(c) for c in self.classifier.classes_]
+
+    def save(self, path):
+        """Write this model to ``path`` atomically; see :func:`save_model`."""
+        return save_model(self, path)
+
+
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+def _json_safe_params(clf):
+    params = clf.get_params()
+    if isinstance(params["priors"], np.ndarray):
+        params["priors"] = params["priors"].tolist()
+    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        params["random_state"] = None
+    return params
+
+
+def save_model(model, path):
+    """Write ``model`` to ``path`` (conventionally ``*.agmm``), atomically.
+
+    Parameters
+    ----------
+    model : TrainedModel
+    path : str or Path
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    ModelFileError
+        The classifier is not fitted or the file cannot be written (the message names the path).
+    """
+    path = Path(path)
+    clf = model.classifier
+    if not hasattr(clf, "gmms_"):
+        raise ModelFileError("cannot save an unfitted classifier: train it first")
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "audiogmm_version": _version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "classes": [str(c) for c in clf.classes_],
+        "feature_config": model.feature_config.to_dict(),
+        "classifier": _json_safe_params(clf),
+        "class_prior": clf.class_prior_.tolist(),
+        "n_recordings": [int(n) for n in clf.n_recordings_],
+        "n_frames": [int(n) for n in clf.n_frames_],
+        "n_features": int(clf.n_features_in_),
+        "gmms": [
+            {
+                "n_components": int(g.weights_.shape[0]),
+                "converged": bool(g.converged_),
+                "n_iter": int(g.n_iter_),
+                "lower_bound": float(g.lower_bound_),
+            }
+            for g in clf.gmms_
+        ],
+        "training": model.summary,
+    }
+    arrays = {"metadata": np.frombuffer(json.dumps(meta, indent=1).encode("utf-8"), dtype=np.uint8)}
+    for i, g in enumerate(clf.gmms_):
+        arrays[f"weights_{i}"] = np.asarray(g.weights_, dtype=np.float64)
+        arrays[f"means_{i}"] = np.asarray(g.means_, dtype=np.float64)
+        arrays[f"variances_{i}"] = np.asarray(g.variances_, dtype=np.float64)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelFileError(f"cannot write model {str(path)!r}: folder {str(folder)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ModelFileError(f"cannot write model {str(path)!r}: {exc.strerror or exc}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _bad(path, why):
+    return ModelFileError(f"{str(path)!r} is not a usable audiogmm model: {why}")
+
+
+def load_model(path):
+    """Read a model written by :func:`save_model`. Never unpickles anything.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    model : TrainedModel
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, damaged, of another format, or from a newer format version.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {str(path)!r} does not exist: train one with 'audiogmm train'")
+    if path.is_dir():
+        raise ModelFileError(f"model file {str(path)!r} is a folder, not a model file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {str(path)!r}: {exc.strerror or exc}") from None
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise _bad(path, "it is not an audiogmm model file (wrong format or damaged)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _bad(path, f"the archive is damaged ({exc})") from None
+    if "metadata" not in arrays:
+        raise _bad(path, "it has no audiogmm metadata (another .npz file?)")
+    try:
+        meta = json.loads(arrays["metadata"].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(path, f"its metadata is damaged ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise _bad(path, "its metadata does not describe an audiogmm model")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise _bad(path, f"unknown format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} uses model format {version}, newer than this audiogmm "
+            f"({_version()}, format {FORMAT_VERSION}) reads: upgrade audiogmm"
+        )
+    try:
+        return _rebuild(meta, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(path, f"its content is inconsistent ({exc})") from None
+
+
+def _rebuild(meta, arrays):
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not classes:
+        raise ValueError("no classes")
+    feature_config = FeatureConfig.from_dict(meta["feature_config"])
+    params = dict(meta["classifier"])
+    clf = GMMClassifier(**params)
+    n_features = int(meta["n_features"])
+    gmms = []
+    for i, info in enumerate(meta["gmms"]):
+        w, mu, var = (np.asarray(arrays[f"{name}_{i}"], dtype=np.float64) for name in ("weights", "means", "variances"))
+        k = w.shape[0] if w.ndim == 1 else -1
+        if w.ndim != 1 or mu.shape != (k, n_features) or var.shape != (k, n_features):
+            raise ValueError(f"class {i}: arrays of shapes {w.shape}, {mu.shape}, {var.shape} do not fit together")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mu)) and np.all(np.isfinite(var))):
+            raise ValueError(f"class {i}: non-finite parameters")
+        if np.any(var <= 0) or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
+            raise ValueError(f"class {i}: variances must be > 0 and weights sum to 1")
+        g = DiagonalGMM(**{**clf._gmm_params(), "n_components": k})
+        g.weights_, g.means_, g.variances_ = w, mu, var
+        g.n_features_in_ = n_features
+        g.converged_ = bool(info["converged"])
+        g.n_iter_ = int(info["n_iter"])
+        g.lower_bound_ = float(info["lower_bound"])
+        gmms.append(g)
+    if len(gmms) != len(classes):
+        raise ValueError(f"{len(classes)} classes but {len(gmms)} mixtures")
+    if feature_config.n_features != n_features:
+        raise ValueError(f"feature config gives {feature_config.n_features} features, mixtures have {n_features}")
+    clf.classes_ = np.array(classes, dtype=object).astype(str)
+    clf.gmms_ = gmms
+    clf.n_features_in_ = n_features
+    clf.class_prior_ = np.asarray(meta["class_prior"], dtype=np.float64)
+    clf.n_recordings_ = np.asarray(meta["n_recordings"], dtype=np.int64)
+    clf.n_frames_ = np.asarray(meta["n_frames"], dtype=np.int64)
+    if clf.class_prior_.shape != (len(classes),):
+        raise ValueError("class_prior does not match the classes")
+    meta_only = {k: meta[k] for k in ("format", "format_version", "audiogmm_version", "created") if k in meta}
+    return TrainedModel(clf, feature_config, dict(meta.get("training") or {}), meta_only)
