@@ -187,7 +187,7 @@ class GMMClassifier:
         if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
             raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
         # Let DiagonalGMM check its own parameters before any work.
-        DiagonalGMM(**self._gmm_params())._validate_params()
+        DiagonalGMM(**self._gmm_params())._validated_params()
 
     def _resolve_priors(self, n_recordings):
         p = self.priors
@@ -247,7 +247,7 @@ class GMMClassifier:
             Xc = np.concatenate(parts) if len(parts) > 1 else parts[0]
             if Xc.shape[0] < self.n_components:
                 raise TrainingError(
-                    f"class {label!r} has {Xc.shape[0]} frame(s) from {len(parts)} recording(s), fewer than "
+                    f"class {_plain(label)!r} has {Xc.shape[0]} frame(s) from {len(parts)} recording(s), fewer than "
                     f"n_components={self.n_components}: add audio to it or lower n_components"
                 )
             frames.append(Xc)
@@ -325,11 +325,17 @@ class GMMClassifier:
 
     def predict(self, X):
         """The label of highest ``score + log prior`` for each recording, shape (n_recordings,)."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        decision = self.decision_function(X)
+        return self.classes_[np.argmax(decision, axis=1)]
 
     def score(self, X, y):
         """Accuracy of :meth:`predict` on ``(X, y)`` (scikit-learn protocol)."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value it holds (for readable messages)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _equal(a, b):
