@@ -392,9 +392,15 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
 
     _show_warnings(quiet)
     progress = _Progress(quiet)
-    if not quiet:
-        click.echo(f"generating the demo corpus in {directory} ...", err=True)
-    train_dir, test_dir = write_demo_corpus(directory / "corpus", seed=seed)
+    corpus = directory / f"corpus-seed{seed}"
+    train_dir, test_dir = corpus / "train", corpus / "test"
+    if train_dir.is_dir() and test_dir.is_dir():  # generated before with this seed: byte-identical
+        if not quiet:
+            click.echo(f"reusing the demo corpus in {corpus}", err=True)
+    else:
+        if not quiet:
+            click.echo(f"generating the demo corpus in {corpus} ...", err=True)
+        train_dir, test_dir = write_demo_corpus(corpus, seed=seed)
     model = pipeline.train(train_dir, n_components=n_components, n_jobs=jobs, random_state=seed, progress=progress)
     model_path = directory / "demo.agmm"
     model.save(model_path)
@@ -408,6 +414,6 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
                f"{s['n_recordings']} training and {len(ev.y_true)} test recordings, "
                f"{n_components} component(s) per class, seed {seed}")
     if keep:
-        click.echo(f"corpus in {directory / 'corpus'}, model in {model_path}")
+        click.echo(f"corpus in {corpus}, model in {model_path}")
     click.echo("")
     click.echo(_evaluation_report(ev))

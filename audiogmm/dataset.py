@@ -13,6 +13,7 @@ A *labelled dataset* is either
 ``include`` / ``exclude`` glob patterns (:mod:`fnmatch`, ``*`` also matches ``/``) filter
 rows by their path relative to the dataset root, e.g. ``exclude=["*_[0-4].wav"]``.
 
+Audio files are recognised by their ending (:func:`audiogmm.audio.is_audio_path`).
 This module only reads folder listings and manifests; it never decodes audio.
 """
 
@@ -21,15 +22,10 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
+from .audio import is_audio_path
 from .exceptions import ParameterError, TrainingError
 
-__all__ = ["Recording", "discover", "find_audio", "AUDIO_SUFFIXES", "MANIFEST_SUFFIXES"]
-
-#: File-name endings treated as audio (lower case, with the dot). Kept here rather than in
-#: :mod:`audiogmm.audio` so that listing a folder needs no audio library.
-AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .m4a .aac .aif .aiff .aifc .au .snd .wma .webm .caf .w64".split()
-)
+__all__ = ["Recording", "discover", "find_audio", "MANIFEST_SUFFIXES"]
 
 #: Endings of files read as manifests.
 MANIFEST_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
@@ -42,10 +38,6 @@ class Recording:
     path: Path
     label: str
     name: str
-
-
-def _is_audio(path):
-    return path.suffix.lower() in AUDIO_SUFFIXES
 
 
 def _is_hidden(path, root):
@@ -120,7 +112,7 @@ def _discover_folder(root):
         found = [
             Recording(path, sub.name, path.relative_to(root).as_posix())
             for path in sorted(sub.rglob("*"))
-            if path.is_file() and _is_audio(path) and not _is_hidden(path, root)
+            if path.is_file() and is_audio_path(path) and not _is_hidden(path, root)
         ]
         if not found:
             empty.append(sub)
@@ -128,7 +120,7 @@ def _discover_folder(root):
     if rows and empty:
         raise TrainingError(
             f"class folder(s) {', '.join(repr(str(e)) for e in empty)} hold no audio file "
-            f"({', '.join(sorted(AUDIO_SUFFIXES)[:6])}, ...): add recordings to them or move them out of {str(root)!r}"
+            f"(.wav, .flac, .ogg, .mp3, ...): add recordings to them or move them out of {str(root)!r}"
         )
     return rows
 
@@ -205,7 +197,7 @@ def find_audio(paths):
             for f in sorted(p.rglob("*")):
                 if not f.is_file() or _is_hidden(f, p):
                     continue
-                if _is_audio(f):
+                if is_audio_path(f):
                     found.append(f)
                 else:
                     n_other += 1

@@ -167,3 +167,13 @@ def test_manifest_training(runner, tone_corpus, tmp_path):
     result = runner.invoke(main, ["train", str(tone_corpus / "m.csv"), "-o", str(model), "-k", "2", "-q", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert load_model(model).classes == ["noisy", "tonal"]
+
+
+def test_demo_kept_dir_runs_twice(runner, tmp_path):
+    for _ in range(2):
+        result = runner.invoke(main, ["demo", "--dir", str(tmp_path / "d"), "-f", "json", "-q"])
+        assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["evaluation"]["n_recordings"] == 50
+    assert 0.6 <= report["evaluation"]["accuracy"] <= 0.98  # learnable, yet not trivial
+    assert (tmp_path / "d" / "demo.agmm").is_file()

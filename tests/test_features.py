@@ -1,0 +1,326 @@
+"""Tests for audiogmm.features: FeatureConfig, the direct MFCC, deltas, CMVN and edge cases."""
+
+import json
+import warnings
+
+import librosa
+import numpy as np
+import pytest
+from conftest import shared_data, synth_tone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audiogmm import features
+from audiogmm.exceptions import AudioLoadError, ParameterError
+from audiogmm.features import PRESETS, FeatureConfig, extract, extract_file
+
+
+def librosa_mfcc(y, cfg):
+    """The reference: librosa.feature.mfcc on the same parameters, as (n_frames, n)."""
+    n = cfg.n_mfcc + (0 if cfg.keep_c0 else 1)
+    m = librosa.feature.mfcc(
+        y=y, sr=cfg.sample_rate, n_mfcc=n, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        win_length=cfg.win_length, n_mels=cfg.n_mels, fmin=cfg.fmin,
+        fmax=cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax,
+    )
+    return m.T if cfg.keep_c0 else m.T[:, 1:]
+
+
+def assert_close_rel(actual, expected, tol=1e-4):
+    """Max |difference| relative to the reference's largest magnitude."""
+    assert actual.shape == expected.shape
+    rel = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+    assert rel <= tol, rel
+
+
+@pytest.fixture
+def speechlike():
+    """2 s of a harmonic tone, noise and silence, so MFCCs vary over time."""
+    sr = 16000
+    y = np.concatenate([
+        synth_tone("low", seconds=0.7, sr=sr, seed=1),
+        np.zeros(sr // 5, dtype=np.float32),
+        synth_tone("noise", seconds=0.5, sr=sr, seed=2),
+        synth_tone("high", seconds=0.6, sr=sr, seed=3),
+    ])
+    return y
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_defaults_and_derived_sizes():
+    cfg = FeatureConfig()
+    assert (cfg.sample_rate, cfg.n_mfcc, cfg.n_mels, cfg.fmin, cfg.fmax) == (16000, 20, 40, 20.0, None)
+    assert (cfg.win_ms, cfg.hop_ms, cfg.keep_c0, cfg.deltas, cfg.delta_width, cfg.cmvn) == (
+        25.0, 10.0, True, 2, 9, "utterance")
+    assert (cfg.win_length, cfg.hop_length, cfg.n_fft, cfg.n_features) == (400, 160, 512, 60)
+    music = FeatureConfig.preset("music")
+    assert (music.win_length, music.hop_length, music.n_fft) == (1024, 512, 1024)
+
+
+def test_presets_documented_values():
+    assert FeatureConfig.preset("speech") == FeatureConfig()
+    assert FeatureConfig.preset("language") == FeatureConfig()
+    music = FeatureConfig.preset("music")
+    assert music.sample_rate == 22050 and music.n_mels == 64 and music.n_features == 60
+    assert FeatureConfig.preset("speech", n_mfcc=13, deltas=0).n_features == 13
+    with pytest.raises(ParameterError, match="unknown feature preset 'podcast'"):
+        FeatureConfig.preset("podcast")
+    with pytest.raises(ParameterError, match="unknown FeatureConfig field"):
+        FeatureConfig.preset("speech", n_mfccs=13)
+    with pytest.raises(ParameterError, match="n_mfcc must be an int >= 1, got 0"):
+        FeatureConfig.preset("music", n_mfcc=0)
+
+
+@pytest.mark.parametrize("name", ["default", *sorted(PRESETS)])
+def test_dict_round_trip(name):
+    cfg = FeatureConfig() if name == "default" else FeatureConfig.preset(name)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert FeatureConfig.from_dict(d) == cfg
+    assert FeatureConfig.from_dict(d).to_dict() == cfg.to_dict()
+
+
+def test_round_trip_normalises_types():
+    cfg = FeatureConfig(sample_rate=np.int64(8000), fmin=0, fmax=np.float32(3000), win_ms=32)
+    d = cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert type(d["sample_rate"]) is int and type(d["fmin"]) is float and type(d["fmax"]) is float
+
+
+def test_from_dict_errors():
+    with pytest.raises(ParameterError, match="unknown FeatureConfig field.*colour"):
+        FeatureConfig.from_dict({**FeatureConfig().to_dict(), "colour": "blue"})
+    with pytest.raises(ParameterError, match="cmvn must be one of"):
+        FeatureConfig.from_dict({"cmvn": "global"})
+    with pytest.raises(ParameterError, match="must be built from a dict"):
+        FeatureConfig.from_dict([("n_mfcc", 13)])
+    assert FeatureConfig.from_dict({"n_mfcc": 13}) == FeatureConfig(n_mfcc=13)  # missing -> default
+
+
+def test_config_is_frozen_and_hashable():
+    cfg = FeatureConfig()
+    with pytest.raises(AttributeError):
+        cfg.n_mfcc = 13
+    assert len({cfg, FeatureConfig()}) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"sample_rate": 500}, r"sample_rate must be an int >= 1000, got 500"),
+        ({"sample_rate": 16000.0}, r"sample_rate must be an int >= 1000, got 16000.0"),
+        ({"n_mfcc": 0}, r"n_mfcc must be an int >= 1, got 0"),
+        ({"n_mfcc": True}, r"n_mfcc must be an int >= 1, got True"),
+        ({"n_mels": 0}, r"n_mels must be an int >= 1, got 0"),
+        ({"n_mfcc": 41}, r"n_mfcc must be <= n_mels \(40\), got 41"),
+        ({"n_mfcc": 40, "keep_c0": False}, r"n_mfcc must be <= n_mels - 1"),
+        ({"fmin": -1}, r"fmin must be a finite number >= 0, got -1"),
+        ({"fmin": float("nan")}, r"fmin must be a finite number >= 0"),
+        ({"fmin": 9000}, r"fmin must be < sample_rate / 2 \(8000.0\), got 9000"),
+        ({"fmax": 9000}, r"fmax must be None or a number with fmin \(20.0\) < fmax <= sample_rate / 2 \(8000.0\), got 9000"),
+        ({"fmax": 10.0}, r"fmax must be None or a number"),
+        ({"fmax": "8000"}, r"fmax must be None or a number"),
+        ({"win_ms": 0}, r"win_ms must be a finite number > 0, got 0"),
+        ({"win_ms": 0.5}, r"win_ms must give a window of >= 16 samples"),
+        ({"hop_ms": -10}, r"hop_ms must be a finite number > 0, got -10"),
+        ({"hop_ms": 0.01}, r"hop_ms must give a hop of >= 1 sample"),
+        ({"keep_c0": 1}, r"keep_c0 must be a bool, got 1"),
+        ({"deltas": 3}, r"deltas must be 0, 1 or 2, got 3"),
+        ({"deltas": 1.0}, r"deltas must be 0, 1 or 2, got 1.0"),
+        ({"delta_width": 4}, r"delta_width must be an odd int >= 3, got 4"),
+        ({"delta_width": 1}, r"delta_width must be an odd int >= 3, got 1"),
+        ({"cmvn": "CMVN"}, r"cmvn must be one of 'none', 'mean', 'utterance', got 'CMVN'"),
+        ({"n_mels": 128, "win_ms": 16}, r"n_mels=128 is too many for a 256-point FFT"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        FeatureConfig(**kwargs)
+
+
+# -- the direct MFCC against librosa ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FeatureConfig(),
+        FeatureConfig.preset("music"),
+        FeatureConfig(n_mfcc=13, keep_c0=False, fmin=100.0, fmax=7000.0),
+        FeatureConfig(sample_rate=8000, win_ms=32, hop_ms=8, n_mels=24, n_mfcc=12),
+    ],
+    ids=["default", "music", "no-c0-band", "8k"],
+)
+@pytest.mark.parametrize("seconds", [0.004, 0.05, 1.0, 3.1])
+def test_lean_mfcc_matches_librosa(cfg, seconds, speechlike):
+    y = np.resize(speechlike, int(seconds * cfg.sample_rate))
+    y[: y.size // 4] *= 1e-4  # a quiet stretch, so the 80 dB floor is exercised
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa: "n_fft is too large for input"
+        ref = librosa_mfcc(y, cfg)
+    static = extract(y, FeatureConfig.from_dict({**cfg.to_dict(), "deltas": 0, "cmvn": "none"}))
+    assert_close_rel(static, ref)
+
+
+def test_block_boundaries_do_not_matter(monkeypatch, speechlike):
+    cfg = FeatureConfig(deltas=0, cmvn="none")
+    whole = extract(speechlike, cfg)
+    monkeypatch.setattr(features, "_BLOCK_FRAMES", 7)
+    assert_close_rel(extract(speechlike, cfg), whole, tol=1e-6)  # float32 rounding only
+
+
+# -- shapes, deltas, CMVN -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deltas", [0, 1, 2])
+@pytest.mark.parametrize("keep_c0", [True, False])
+def test_shapes(deltas, keep_c0, speechlike):
+    cfg = FeatureConfig(deltas=deltas, keep_c0=keep_c0, n_mfcc=13)
+    X = extract(speechlike, cfg)
+    assert X.dtype == np.float32 and X.flags.c_contiguous
+    assert X.shape == (1 + speechlike.size // 160, 13 * (1 + deltas)) == (X.shape[0], cfg.n_features)
+
+
+def test_keep_c0_false_drops_c0(speechlike):
+    with_c0 = extract(speechlike, FeatureConfig(n_mfcc=14, deltas=0, cmvn="none"))
+    without = extract(speechlike, FeatureConfig(n_mfcc=13, keep_c0=False, deltas=0, cmvn="none"))
+    np.testing.assert_allclose(without, with_c0[:, 1:], rtol=1e-5, atol=1e-4)
+
+
+def test_deltas_equal_librosa_delta(speechlike):
+    cfg = FeatureConfig(cmvn="none")
+    X = extract(speechlike, cfg)
+    mfcc = X[:, :20].T
+    np.testing.assert_allclose(X[:, 20:40].T, librosa.feature.delta(mfcc, width=9), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(X[:, 40:].T, librosa.feature.delta(mfcc, width=9, order=2), rtol=1e-5, atol=1e-4)
+    X5 = extract(speechlike, FeatureConfig(cmvn="none", deltas=1, delta_width=5))
+    np.testing.assert_allclose(X5[:, 20:].T, librosa.feature.delta(mfcc, width=5), rtol=1e-5, atol=1e-4)
+
+
+def test_utterance_cmvn_zero_mean_unit_variance(speechlike):
+    X = extract(speechlike, FeatureConfig()).astype(np.float64)
+    np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(X.std(axis=0), 1, atol=1e-4)
+
+
+def test_mean_cmvn_only_centres(speechlike):
+    raw = extract(speechlike, FeatureConfig(cmvn="none")).astype(np.float64)
+    X = extract(speechlike, FeatureConfig(cmvn="mean")).astype(np.float64)
+    np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(X, raw - raw.mean(axis=0), atol=1e-3)
+
+
+def test_gain_invariance_with_cmvn(speechlike):
+    """A louder copy differs only in c0's offset, which CMN removes."""
+    a = extract(speechlike, FeatureConfig(cmvn="mean"))
+    b = extract(3.0 * speechlike, FeatureConfig(cmvn="mean"))
+    np.testing.assert_allclose(a, b, atol=1e-2)
+
+
+# -- edge cases ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_samples", [1, 100, 400, 800, 1300])
+@pytest.mark.parametrize("cmvn", ["none", "mean", "utterance"])
+def test_very_short_clips_are_finite(n_samples, cmvn, rng):
+    y = 0.1 * rng.standard_normal(n_samples).astype(np.float32)
+    X = extract(y, FeatureConfig(cmvn=cmvn))
+    assert X.shape == (1 + n_samples // 160, 60)
+    assert np.isfinite(X).all()
+
+
+def test_short_clip_uses_nearest_delta_edges(rng):
+    y = 0.1 * rng.standard_normal(800).astype(np.float32)  # 6 frames < delta_width 9
+    X = extract(y, FeatureConfig(cmvn="none"))
+    mfcc = X[:, :20].T
+    np.testing.assert_allclose(
+        X[:, 20:40].T, librosa.feature.delta(mfcc, width=9, mode="nearest"), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("cmvn", ["none", "mean", "utterance"])
+def test_silence_is_finite(cmvn):
+    X = extract(np.zeros(16000, dtype=np.float32), FeatureConfig(cmvn=cmvn))
+    assert np.isfinite(X).all()
+    if cmvn != "none":
+        np.testing.assert_allclose(X, 0, atol=1e-4)  # float32 round-off, not amplified to unit variance
+
+
+def test_silence_then_sound_floor(speechlike):
+    """Digital silence is floored 80 dB below the peak, not at log(1e-10)."""
+    y = np.concatenate([np.zeros(8000, np.float32), speechlike])
+    X = extract(y, FeatureConfig(cmvn="none", deltas=0))
+    assert np.isfinite(X).all() and X[:, 0].min() > X[:, 0].max() - 80 * np.sqrt(40) - 1e-3
+
+
+def test_integer_input_is_accepted():
+    y = (np.sin(np.arange(4000) * 0.2) * 10000).astype(np.int16)
+    assert extract(y, FeatureConfig()).shape == (26, 60)
+
+
+@given(
+    n=st.integers(min_value=1, max_value=4000),
+    amp=st.floats(min_value=0.0, max_value=100.0),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_finite_signal_gives_finite_features(n, amp, seed):
+    y = (amp * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+    X = extract(y, FeatureConfig())
+    assert X.shape == (1 + n // 160, 60) and np.isfinite(X).all()
+
+
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (np.zeros((2, 100), np.float32), r"y must be 1-D mono samples, got shape \(2, 100\)"),
+        (np.zeros(0, np.float32), "y must hold at least one sample"),
+        (np.array([0.0, np.nan, 0.1], np.float32), "y must be finite"),
+        (np.array([1 + 1j, 0j]), "y must be real-valued"),
+        (np.array(["a", "b"]), "y must be real-valued"),
+    ],
+)
+def test_extract_rejects_bad_input(y, match):
+    with pytest.raises(ParameterError, match=match):
+        extract(y, FeatureConfig())
+
+
+def test_extract_rejects_non_config(speechlike):
+    with pytest.raises(ParameterError, match="config must be a FeatureConfig, got dict"):
+        extract(speechlike, {"n_mfcc": 20})
+    with pytest.raises(ParameterError, match="config must be a FeatureConfig"):
+        extract_file("x.wav", None)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def test_extract_file_resamples_and_matches_extract(write_wav):
+    y8k = synth_tone("low", seconds=1.0, sr=8000, seed=4)
+    path = write_wav("a.wav", y8k, sr=8000)
+    cfg = FeatureConfig()
+    X = extract_file(path, cfg)
+    assert X.shape == (101, 60) and np.isfinite(X).all()
+    from audiogmm.audio import load
+
+    np.testing.assert_array_equal(X, extract(load(path, sr=16000), cfg))
+
+
+def test_extract_file_load_error(tmp_path):
+    with pytest.raises(AudioLoadError, match="not found"):
+        extract_file(tmp_path / "missing.wav", FeatureConfig())
+
+
+@pytest.mark.parametrize("dataset, pattern", [("speaker", "*/*.wav"), ("language", "*/*.ogg")])
+def test_real_files(dataset, pattern):
+    root = shared_data(dataset)
+    paths = sorted(root.glob(pattern))[::400][:4]
+    assert paths
+    cfg = FeatureConfig()
+    for path in paths:
+        X = extract_file(path, cfg)
+        from audiogmm.audio import duration
+
+        assert X.shape[1] == 60 and np.isfinite(X).all()
+        assert abs(X.shape[0] - 1 - duration(path) * 100) <= 2
+        np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-4)

@@ -1,0 +1,93 @@
+"""The Python workflow API (train / predict / evaluate) on synthetic and, when present, real recordings."""
+
+import numpy as np
+import pytest
+
+import audiogmm
+from audiogmm import pipeline
+from audiogmm.exceptions import AudioSkippedWarning, ParameterError, TrainingError
+from audiogmm.features import FeatureConfig
+
+from conftest import shared_data
+
+
+def test_train_predict_evaluate(tone_corpus, tmp_path):
+    calls = []
+    model = pipeline.train(
+        tone_corpus / "train", n_components=2, random_state=0,
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )
+    assert ("features", 12, 12) in calls and ("training", 3, 3) in calls
+    assert model.classes == ["high", "low", "noise"]
+    assert model.summary["n_recordings"] == 12
+    assert model.summary["classes"]["low"]["recordings"] == 4
+    assert model.feature_config == FeatureConfig()
+
+    preds, n_other = pipeline.predict(model, [tone_corpus / "test"], n_jobs=2)
+    assert n_other == 0
+    assert [p.label for p in preds] == [p.path.split("/")[-2] for p in preds]
+    assert all(p.n_frames > 0 and p.error is None for p in preds)
+    # the prediction is the argmax of the mean frame log-likelihood
+    for p in preds:
+        assert p.label == model.classes[int(np.argmax(p.scores))]
+
+    ev = pipeline.evaluate(model, tone_corpus / "test")
+    assert ev.accuracy == 1.0 and ev.confusion.sum() == 6
+    d = ev.to_dict()
+    assert d["per_class"]["noise"]["support"] == 2
+
+
+def test_unknown_test_label_counts_as_error(tone_corpus, tmp_path):
+    model = pipeline.train(tone_corpus / "train", n_components=2, include=["low/*", "high/*"])
+    assert model.classes == ["high", "low"]
+    ev = pipeline.evaluate(model, tone_corpus / "test")
+    assert ev.labels == ["high", "low", "noise"]
+    assert ev.accuracy == pytest.approx(4 / 6)
+    assert ev.confusion[2].sum() == 2 and ev.confusion[2, 2] == 0
+
+
+def test_skipped_files_warn_and_are_listed(tone_corpus):
+    (tone_corpus / "train" / "low" / "bad.flac").write_bytes(b"fLaC broken")
+    with pytest.warns(AudioSkippedWarning, match="bad.flac"):
+        model = pipeline.train(tone_corpus / "train", n_components=2)
+    assert model.summary["n_skipped"] == 1
+    with pytest.warns(AudioSkippedWarning):
+        preds, _ = pipeline.predict(model, [tone_corpus / "train" / "low"])
+    assert [p.label is None for p in preds].count(True) == 1
+
+
+def test_parameters_checked_before_any_work(tone_corpus):
+    with pytest.raises(ParameterError, match="jobs must be"):
+        pipeline.train(tone_corpus / "train", n_jobs=0)
+    with pytest.raises(ParameterError, match="feature_config must be a FeatureConfig"):
+        pipeline.train(tone_corpus / "train", feature_config={"n_mfcc": 13})
+
+
+def test_top_level_api(tone_corpus, tmp_path):
+    model = audiogmm.train(tone_corpus / "train", n_components=2)
+    path = model.save(tmp_path / "m.agmm")
+    again = audiogmm.load_model(path)
+    preds, _ = audiogmm.predict(again, [tone_corpus / "test" / "high"])
+    assert {p.label for p in preds} == {"high"}
+
+
+def test_gmm_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, audiogmm.gmm; print(sorted(m for m in ('librosa', 'click', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_real_speakers_subset():
+    """Two FSDD speakers, all digits: real 8 kHz WAVs, resampled and classified (upstream test indices)."""
+    root = shared_data("speaker")
+    manifest = root / "MANIFEST.tsv"
+    train_rows = audiogmm.discover(manifest, include=["george/*_[5-9].wav", "jackson/*_[5-9].wav"])
+    assert len(train_rows) == 100
+    model = pipeline.train(train_rows, n_components=8, n_jobs=2)
+    test_rows = audiogmm.discover(manifest, include=["george/*_[0-4].wav", "jackson/*_[0-4].wav"])
+    ev = pipeline.evaluate(model, test_rows, n_jobs=2)
+    assert len(ev.y_true) == 100
+    assert ev.accuracy >= 0.9
