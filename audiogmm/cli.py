@@ -108,6 +108,12 @@ def _format_option(choices=("table", "csv", "json")):
     )
 
 
+_min_confidence_option = click.option(
+    "--min-confidence", type=click.FloatRange(0, 1), default=None, metavar="P",
+    help="Label a recording 'unknown' when its top probability is below P.",
+)
+
+
 def _load(model_path):
     from .persistence import load_model
 
@@ -233,15 +239,17 @@ Examples:
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @_format_option()
+@_min_confidence_option
 @_common
 @_handle_errors
-def predict(model_path, paths, fmt, jobs, quiet):
+def predict(model_path, paths, fmt, min_confidence, jobs, quiet):
     """Label each recording in PATHS (files, or folders searched recursively)."""
     from . import pipeline
 
     _show_warnings(quiet)
     model = _load(model_path)
-    preds, n_other = pipeline.predict(model, paths, n_jobs=jobs, progress=_Progress(quiet))
+    preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence, n_jobs=jobs,
+                                      progress=_Progress(quiet))
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
     classes = model.classes
@@ -417,3 +425,64 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
         click.echo(f"corpus in {corpus}, model in {model_path}")
     click.echo("")
     click.echo(_evaluation_report(ev))
+
+
+# -- sort -----------------------------------------------------------------------------------
+SORT_EPILOG = """\b
+Examples:
+  audiogmm sort genres.agmm ~/Music/unsorted --into ~/Music/by-genre --dry-run
+  audiogmm sort genres.agmm ~/Music/unsorted --into ~/Music/by-genre --min-confidence 0.6
+  audiogmm sort genres.agmm ~/Music/unsorted --into /mnt/usb/by-genre --mode move
+"""
+
+
+@main.command(epilog=SORT_EPILOG)
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("music_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--into", "into", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Destination: each track goes to INTO/<label>/ (uncertain ones to INTO/unknown/).")
+@click.option("--mode", type=click.Choice(["copy", "link", "move"]), default="copy", show_default=True,
+              help="Copy files, symlink to them, or move them (verified before any source is removed).")
+@click.option("--dry-run", is_flag=True, help="Print what would be done; touch nothing.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV report listing every source file once [INTO/audiogmm-sort-report.csv].")
+@_format_option()
+@_min_confidence_option
+@_common
+@_handle_errors
+def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence, jobs, quiet):
+    """Sort the audio under MUSIC_DIR into INTO/<label>/ folders; never loses or overwrites a file.
+
+    Name collisions get a numbered suffix, copies are verified before a move deletes a source,
+    an interrupted run leaves no half-written file and a re-run resumes. Non-audio files and
+    unreadable tracks stay where they are and are listed in the report.
+    """
+    from . import pipeline
+
+    _show_warnings(quiet)
+    model = _load(model_path)
+    entries, report_path = pipeline.sort_library(
+        model, music_dir, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
+        n_jobs=jobs, progress=_Progress(quiet),
+    )
+    if fmt == "json":
+        click.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+    elif fmt == "csv":
+        from .sorting import REPORT_FIELDS
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(REPORT_FIELDS)
+        w.writerows(e.row() for e in entries)
+    else:
+        rows = [[e.source, e.decision, "" if e.confidence is None else f"{e.confidence:.2f}", e.action,
+                 e.destination] for e in entries]
+        click.echo(_table(rows, ["source", "decision", "p", "action", "destination"], ["<", "<", ">", "<", "<"]))
+    counts = {}
+    for e in entries:
+        counts[e.action] = counts.get(e.action, 0) + 1
+    if not quiet:
+        summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+        where = "dry run: nothing was changed" if dry_run else f"report: {report_path}"
+        click.echo(f"{len(entries)} files: {summary} ({where})", err=True)
+    if counts.get("failed"):
+        raise click.ClickException(f"{counts['failed']} file(s) could not be placed; see the report")

@@ -19,6 +19,7 @@ This module only reads folder listings and manifests; it never decodes audio.
 
 import csv
 import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,46 +167,49 @@ def _read_manifest(path):
     return rows
 
 
-def find_audio(paths):
+def find_audio(paths, *, with_other=False):
     """Expand files and folders into the audio files to classify.
 
-    Folders are walked recursively (hidden entries passed over) in sorted order; files given
-    explicitly are kept whatever their ending.
+    Folders are walked recursively in sorted order, without following symbolic links to
+    folders (so a link loop cannot trap the walk) and passing over hidden entries; symbolic
+    links to files are listed like files. Files given explicitly are kept whatever their ending.
 
     Parameters
     ----------
     paths : sequence of str or Path
+    with_other : bool, default=False
+        Return the non-audio files themselves instead of their count.
 
     Returns
     -------
     audio : list of Path
         Audio files, in the order given (each folder's files sorted), without duplicates.
-    n_other : int
-        How many non-audio files inside the folders were passed over (cover art, playlists...).
+    other : int or list of Path
+        Non-audio files inside the folders that were passed over (cover art, playlists...):
+        their number, or the files when ``with_other`` is true.
 
     Raises
     ------
     ParameterError
         A path does not exist.
     """
-    audio, seen, n_other = [], set(), 0
+    audio, other, seen = [], [], set()
     for p in map(Path, paths):
         if not p.exists():
             raise ParameterError(f"path {str(p)!r} does not exist")
+        found = [p]
         if p.is_dir():
             found = []
-            for f in sorted(p.rglob("*")):
-                if not f.is_file() or _is_hidden(f, p):
-                    continue
-                if is_audio_path(f):
-                    found.append(f)
-                else:
-                    n_other += 1
-        else:
-            found = [p]
+            for folder, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    f = Path(folder) / name
+                    (found if is_audio_path(f) else other).append(f)
         for f in found:
-            key = f.resolve()
+            key = os.path.abspath(f)
             if key not in seen:
                 seen.add(key)
                 audio.append(f)
-    return audio, n_other
+    return audio, (other if with_other else len(other))

@@ -248,13 +248,36 @@ def _predict_paths(model, paths, n_jobs, progress, stage):
     return out
 
 
-def predict(model, paths, *, n_jobs=1, progress=None):
+#: The label given to a recording whose top probability is below ``min_confidence``.
+UNKNOWN = "unknown"
+
+
+def _check_confidence(min_confidence):
+    if min_confidence is None:
+        return None
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
+        raise ParameterError(f"min_confidence must be a probability between 0 and 1, got {min_confidence!r}")
+    return float(min_confidence)
+
+
+def _apply_confidence(preds, min_confidence):
+    if min_confidence is not None:
+        for p in preds:
+            if p.label is not None and p.confidence < min_confidence:
+                p.label = UNKNOWN
+    return preds
+
+
+def predict(model, paths, *, min_confidence=None, n_jobs=1, progress=None):
     """Label recordings (files, or folders walked recursively).
 
     Parameters
     ----------
     model : TrainedModel
     paths : sequence of str or Path
+    min_confidence : float in [0, 1], optional
+        Label a recording ``"unknown"`` when its top probability is lower (its probabilities
+        and scores are still reported).
     n_jobs : int, default=1
     progress : callable(stage, done, total), optional
 
@@ -265,8 +288,10 @@ def predict(model, paths, *, n_jobs=1, progress=None):
     n_other : int
         Non-audio files found in the folders and passed over.
     """
+    min_confidence = _check_confidence(min_confidence)
     audio, n_other = _dataset.find_audio(paths)
-    return _predict_paths(model, audio, n_jobs, progress, "predicting"), n_other
+    preds = _predict_paths(model, audio, n_jobs, progress, "predicting")
+    return _apply_confidence(preds, min_confidence), n_other
 
 
 @dataclass
@@ -362,3 +387,58 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, progress=None)
         predictions=[pr for pr in preds if pr.error is None],
         skipped=skipped,
     )
+
+
+def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_confidence=None, report=None,
+                 n_jobs=1, progress=None):
+    """Sort the audio under ``music_dir`` into ``into/<label>/`` (uncertain ones into ``into/unknown/``).
+
+    Every file under ``music_dir`` appears exactly once in the returned entries (and in the
+    CSV report written to ``report`` or ``into/audiogmm-sort-report.csv``): audio files with
+    their label and what was done, unreadable ones and non-audio files as ``left``. See
+    :mod:`audiogmm.sorting` for the no-loss guarantees.
+
+    Parameters
+    ----------
+    model : TrainedModel
+    music_dir : str or Path
+    into : str or Path
+        Must not be ``music_dir`` or inside it.
+    mode : {"copy", "link", "move"}, default="copy"
+    dry_run : bool, default=False
+        Decide and describe, but touch nothing.
+    min_confidence : float in [0, 1], optional
+    report : str or Path, optional
+    n_jobs : int, default=1
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    entries : list of SortEntry
+    report_path : Path or None
+        None for a dry run.
+    """
+    from .sorting import Sorter, check_locations
+
+    min_confidence = _check_confidence(min_confidence)
+    music_dir, into = Path(music_dir), Path(into)
+    if not music_dir.is_dir():
+        raise ParameterError(f"MUSIC_DIR {str(music_dir)!r} is not a folder")
+    check_locations(music_dir, into)
+    sorter = Sorter(music_dir, into, mode=mode, dry_run=dry_run)
+    sorter.start()  # refuses an unwritable destination before any work
+    audio, other = _dataset.find_audio([music_dir], with_other=True)
+    preds = _apply_confidence(_predict_paths(model, audio, n_jobs, progress, "classifying"), min_confidence)
+    if progress:
+        progress("sorting", 0, len(preds))
+    for i, p in enumerate(preds):
+        if p.error is not None:
+            sorter.apply(p.path, "unreadable", note=p.error)
+        else:
+            sorter.apply(p.path, p.label, p.confidence)
+        if progress:
+            progress("sorting", i + 1, len(preds))
+    for f in other:
+        sorter.apply(f, "not-audio")
+    entries = sorter.finish(report)
+    return entries, sorter.report_path

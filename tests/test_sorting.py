@@ -1,0 +1,312 @@
+"""`audiogmm sort`: nothing is ever lost or overwritten (property and integration tests)."""
+
+import collections
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from audiogmm import pipeline, sorting
+from audiogmm.cli import main
+from audiogmm.exceptions import ParameterError
+from audiogmm.features import FeatureConfig
+
+from conftest import synth_tone
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    seed = 100
+    for kind in ("low", "high", "noise"):
+        for i in range(3):
+            seed += 1
+            path = root / kind / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, synth_tone(kind, seconds=0.5, seed=seed), 16000)
+    # no per-recording normalisation: steady synthetic tones are then told apart with certainty
+    model = pipeline.train(root, n_components=2, feature_config=FeatureConfig(cmvn="none"))
+    return model.save(tmp_path_factory.mktemp("model") / "tones.agmm")
+
+
+def make_library(root):
+    """Nested folders, name collisions (same and different content), non-audio, a symlink, a corrupt track."""
+    files = {
+        "a/song.wav": ("low", 1),
+        "b/song.wav": ("high", 2),          # same name, other content -> numbered suffix
+        "c/deep/song.wav": ("low", 1),      # same name, same content as a/song.wav
+        "e/song.wav": ("low", 5),           # same name, same label, other content -> "song (1).wav"
+        "c/tune.flac": ("noise", 3),
+        "d/stereo.wav": ("high", 4),
+    }
+    for rel, (kind, seed) in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        y = synth_tone(kind, seconds=0.6, sr=16000, seed=seed)
+        if rel.endswith("stereo.wav"):
+            sf.write(p, np.stack([y, y], axis=1), 16000)
+        else:
+            sf.write(p, y, 16000)
+    (root / "a" / "cover.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "a" / "list.m3u").write_text("song.wav\n")
+    (root / "b" / "broken.mp3").write_bytes(b"ID3 garbage" * 10)
+    os.symlink(root / "c" / "tune.flac", root / "d" / "linked.flac")
+    return root
+
+
+def snapshot(root, *, skip=()):
+    """{relative path: (kind, content hash or link target)} for everything under root."""
+    out = {}
+    if not root.exists():
+        return out
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            p = Path(folder) / name
+            rel = p.relative_to(root).as_posix()
+            if name in skip:
+                continue
+            if p.is_symlink():  # link targets relative to the test's folder, to compare runs
+                out[rel] = ("link", os.path.relpath(os.readlink(p), root))
+            else:
+                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def contents(snap):
+    return collections.Counter(v[1] for v in snap.values() if v[0] == "file")
+
+
+REPORT_FILES = ("audiogmm-sort-report.csv", sorting.JOURNAL_NAME)
+
+
+def run_sort(model_path, lib, into, *extra):
+    result = CliRunner().invoke(main, ["sort", str(model_path), str(lib), "--into", str(into), "-f", "json", *extra])
+    return result
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "move"])
+def test_sort_keeps_every_file(model_path, tmp_path, mode):
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    into = tmp_path / "out"
+    result = run_sort(model_path, lib, into, "--mode", mode)
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)
+    # every source file exactly once in the output and the CSV report
+    assert sorted(e["source"] for e in entries) == sorted(str(lib / rel) for rel in before)
+    report = (into / "audiogmm-sort-report.csv").read_text().splitlines()
+    assert len(report) == 1 + len(before)
+    by_name = {Path(e["source"]).relative_to(lib).as_posix(): e for e in entries}
+    assert by_name["a/cover.jpg"]["action"] == "left" and by_name["a/cover.jpg"]["decision"] == "not-audio"
+    assert by_name["b/broken.mp3"]["decision"] == "unreadable"
+    assert by_name["a/song.wav"]["decision"] == "low" and by_name["b/song.wav"]["decision"] == "high"
+
+    after_src, dest = snapshot(lib), snapshot(into, skip=REPORT_FILES)
+    audio_ok = [rel for rel in before if rel.endswith((".wav", ".flac"))]
+    if mode == "copy":
+        assert after_src == before
+        expected = collections.Counter(before[rel][1] for rel in audio_ok if before[rel][0] == "file")
+        expected[before["c/tune.flac"][1]] += 1  # the symlinked track is copied as a file too
+        assert contents(dest) == expected  # identical files (a/song.wav, c/deep/song.wav) both kept
+    elif mode == "link":
+        assert after_src == before
+        assert all(v[0] == "link" for v in dest.values())
+        targets = collections.Counter(os.path.normpath(into / v[1]) for v in dest.values())
+        sources = collections.Counter(str((lib / rel).resolve()) for rel in audio_ok)
+        assert targets == sources  # one link per readable track (the symlinked one to its target)
+    else:  # move: source + destination hold exactly the original contents, nothing lost or duplicated
+        together = contents(after_src) + contents(dest)
+        assert together == contents(before)
+        assert "b/broken.mp3" in after_src and "a/cover.jpg" in after_src  # left alone
+        assert after_src["d/linked.flac"][0] == "link"  # symlinks are not moved
+    # collisions with different content got a numbered suffix, nothing overwritten
+    names = sorted(p for p in dest if p.endswith(".wav"))
+    assert any(" (1).wav" in p for p in names) or mode == "link"
+
+
+def test_dry_run_touches_nothing(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    mtimes = {p: p.lstat().st_mtime_ns for p in lib.rglob("*")}
+    into = tmp_path / "out"
+    result = run_sort(model_path, lib, into, "--mode", "move", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert snapshot(lib) == before
+    assert {p: p.lstat().st_mtime_ns for p in lib.rglob("*")} == mtimes
+    assert not into.exists()
+    entries = json.loads(result.stdout)
+    assert {e["action"] for e in entries} == {"would-move", "left"}
+    assert "dry run: nothing was changed" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["copy", "move"])
+def test_interrupted_run_resumes_to_same_state(model_path, tmp_path, monkeypatch, mode):
+    ref_lib = make_library(tmp_path / "ref" / "lib")
+    assert run_sort(model_path, ref_lib, tmp_path / "ref" / "out", "--mode", mode).exit_code == 0
+
+    lib = make_library(tmp_path / "run" / "lib")
+    into = tmp_path / "run" / "out"
+    real_place, calls = sorting.place, []
+
+    def dying_place(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed in the middle of the run
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(sorting, "place", dying_place)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.sort_library(pipeline_model(model_path), lib, into, mode=mode)
+    monkeypatch.setattr(sorting, "place", real_place)
+    # a hard kill in the middle of a copy leaves a temporary file behind: the re-run removes it
+    (into / "high").mkdir(parents=True, exist_ok=True)
+    (into / "high" / ".audiogmm-part-stale").write_bytes(b"half a song")
+
+    result = run_sort(model_path, lib, into, "--mode", mode)
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)
+    assert len(entries) == len(snapshot(tmp_path / "ref" / "lib")) if mode == "copy" else True
+    assert snapshot(into, skip=REPORT_FILES) == snapshot(tmp_path / "ref" / "out", skip=REPORT_FILES)
+    assert snapshot(lib) == snapshot(ref_lib)
+    # the resumed move's report still lists the files moved before the interruption
+    report = (into / "audiogmm-sort-report.csv").read_text().splitlines()
+    ref_report = (tmp_path / "ref" / "out" / "audiogmm-sort-report.csv").read_text().splitlines()
+    assert len(report) == len(ref_report)
+
+
+def pipeline_model(path):
+    from audiogmm.persistence import load_model
+
+    return load_model(path)
+
+
+def test_move_across_filesystems_copies_verifies_then_deletes(model_path, tmp_path, monkeypatch):
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    real_link = os.link
+
+    def no_cross_device_link(src, dst, *a, **k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(sorting.os, "link", no_cross_device_link)
+    into = tmp_path / "out"
+    entries, _ = pipeline.sort_library(pipeline_model(model_path), lib, into, mode="move")
+    monkeypatch.setattr(sorting.os, "link", real_link)
+    moved = [e for e in entries if e.action == "moved"]
+    assert len(moved) == 6
+    assert contents(snapshot(lib)) + contents(snapshot(into, skip=REPORT_FILES)) == contents(before)
+    assert not list(into.rglob(".audiogmm-part-*"))
+
+
+def test_refusals(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    for into in (lib, lib / "sorted"):
+        result = run_sort(model_path, lib, into)
+        assert result.exit_code == 2
+        assert "music folder" in result.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    before = snapshot(lib)
+    result = run_sort(model_path, lib, blocker / "out", "--mode", "move")
+    assert result.exit_code == 1
+    assert "cannot write into" in result.stderr
+    assert snapshot(lib) == before
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_destination(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    into = tmp_path / "ro"
+    into.mkdir()
+    into.chmod(0o500)
+    try:
+        result = run_sort(model_path, lib, into, "--mode", "move")
+    finally:
+        into.chmod(0o700)
+    assert result.exit_code == 1 and "cannot write into" in result.stderr
+
+
+def test_min_confidence_sends_to_unknown(tone_corpus, tmp_path):
+    # one Gaussian per class on normalised features: a deliberately unsure model
+    model_path = pipeline.train(tone_corpus / "train", n_components=1).save(tmp_path / "unsure.agmm")
+    lib = make_library(tmp_path / "lib")
+    result = run_sort(model_path, lib, tmp_path / "out", "--dry-run")
+    confidences = sorted(e["confidence"] for e in json.loads(result.stdout) if e["confidence"] is not None)
+    threshold = (confidences[0] + confidences[-1]) / 2
+    assert confidences[0] < threshold < confidences[-1]
+    result = run_sort(model_path, lib, tmp_path / "out", "--min-confidence", str(threshold))
+    entries = [e for e in json.loads(result.stdout) if e["confidence"] is not None]
+    for e in entries:
+        assert (e["decision"] == "unknown") == (e["confidence"] < threshold)
+        assert ("/unknown/" in e["destination"]) == (e["confidence"] < threshold)
+
+
+def test_place_never_overwrites(tmp_path):
+    src = tmp_path / "s" / "x.wav"
+    src.parent.mkdir()
+    src.write_bytes(b"new")
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "x.wav").write_bytes(b"old")
+    (dest / "x (1).wav").write_bytes(b"new")  # equal bytes, but another file: kept, not reused
+    path, action = sorting.place(src, dest, "copy")
+    assert (path.name, action) == ("x (2).wav", "copied")
+    assert (dest / "x.wav").read_bytes() == b"old" and (dest / "x (1).wav").read_bytes() == b"new"
+    assert sorting.place(src, dest, "copy", earlier=path) == (path, "already-there")
+    with pytest.raises(ParameterError, match="mode must be one of"):
+        sorting.place(src, dest, "shred")
+
+
+def test_rerun_after_finished_run_changes_nothing(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    into = tmp_path / "out"
+    assert run_sort(model_path, lib, into).exit_code == 0
+    first = snapshot(into, skip=REPORT_FILES)
+    result = run_sort(model_path, lib, into)
+    assert result.exit_code == 0
+    assert snapshot(into, skip=REPORT_FILES) == first
+    assert {e["action"] for e in json.loads(result.stdout)} == {"already-there", "left"}
+
+
+def test_labels_cannot_escape_destination():
+    assert sorting.safe_folder_name("../../etc") == ".._.._etc"
+    assert sorting.safe_folder_name("..") == "_.."
+
+
+def test_move_killed_after_copy_before_delete_resumes(model_path, tmp_path, monkeypatch):
+    """Cross-filesystem move killed between placing the verified copy and deleting the source."""
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    into = tmp_path / "out"
+    model = pipeline_model(model_path)
+
+    def no_link(*a, **k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    real_rename, n = sorting._rename_no_clobber, []
+
+    def rename_then_die(src, cand):
+        placed = real_rename(src, cand)
+        n.append(cand)
+        if len(n) == 2:
+            raise KeyboardInterrupt
+        return placed
+
+    monkeypatch.setattr(sorting.os, "link", no_link)
+    monkeypatch.setattr(sorting, "_rename_no_clobber", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.sort_library(model, lib, into, mode="move")
+    monkeypatch.undo()
+    # the second file now exists twice (destination copy, source not yet deleted)
+    assert sum(contents(snapshot(lib)).values()) + sum(contents(snapshot(into, skip=REPORT_FILES)).values()) == \
+        sum(contents(before).values()) + 1
+    entries, _ = pipeline.sort_library(model, lib, into, mode="move")
+    assert contents(snapshot(lib)) + contents(snapshot(into, skip=REPORT_FILES)) == contents(before)
+    assert not any(" (1)" in p for p in snapshot(into) if "song" not in p)  # no duplicate made by the resume
+    assert sum(e.action == "moved" for e in entries) == 6
