@@ -1,0 +1,225 @@
+"""Benchmark audiogmm's EM engine against scikit-learn's GaussianMixture(covariance_type="diag").
+
+Run from the project root::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gmm.py          # full (minutes)
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gmm.py --quick  # small run
+
+(unsetting OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE matters only where they are set: they make
+current numpy pick a slower OpenBLAS kernel; the kernel in use is printed.)
+
+Everything runs in one process with one BLAS thread (threadpoolctl), on the same data, from
+the same initial parameters, for the same fixed number of EM iterations (tol=0). Per shape it
+prints seconds per EM iteration per million frames, the sklearn/audiogmm ratios, the ratio to
+the compute floor (4 GEMMs of 2*N*D*K flops at this machine's measured float32 rate on the
+E-step shape, plus N*K float32 exponentials at the measured rate), the final mean
+log-likelihood (lower_bound_) of each, and the peak traced memory of each fit. Then the
+scoring throughput (frames x models per second) of score_samples_many against a loop of
+sklearn score_samples over several models.
+
+Per-iteration time is (fit with max_iter=it) - (fit with max_iter=1), divided by it - 1, for
+every implementation, so set-up costs cancel (sklearn's max_iter=0 fails with precisions_init).
+
+Data: MFCC(20)+delta frames (D=40) of a few hundred recordings of ../shared/data/speaker or
+language (librosa, 16 kHz), tiled to N frames; synthetic clustered data if that is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiogmm.gmm import DEFAULT_BLOCK_SIZE, DiagonalGMM, score_samples_many  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_frames(max_files, rng):
+    """MFCC(20)+delta frames, (n, 40) float32, or None if no audio is available."""
+    files = []
+    for sub in ("speaker", "language"):
+        root = DATA / sub
+        if root.is_dir():
+            files += sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".flac",
+                                                                             ".mp3", ".ogg"))
+    if not files:
+        return None, "synthetic"
+    import librosa
+
+    pick = rng.choice(len(files), size=min(max_files, len(files)), replace=False)
+    feats = []
+    for i in pick:
+        y, sr = librosa.load(files[i], sr=16000)
+        if y.size < 2048:
+            continue
+        m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
+        feats.append(np.vstack([m, librosa.feature.delta(m, width=min(9, m.shape[1] // 2 * 2 - 1 or 3))]).T)
+    X = np.concatenate(feats).astype(np.float32)
+    return X, f"MFCC+delta of {len(feats)} recordings ({X.shape[0]} distinct frames)"
+
+
+def synthetic_frames(n, d, rng):
+    centres = rng.normal(0, 4, (50, d))
+    return (centres[rng.integers(0, 50, n)] + rng.normal(0, 1, (n, d))).astype(np.float32)
+
+
+def timed(fn):
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return out, dt, peak
+
+
+def measure_rates(n_features, k, block, dtype):
+    """GEMM flop rate on the E-step shape (block, D) @ (D, K) and exp rate on (block, K)."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((block, n_features)).astype(dtype)
+    B = rng.standard_normal((n_features, k)).astype(dtype)
+    C = np.empty((block, k), dtype=dtype)
+    E = (rng.random((block, k)) * -30).astype(dtype)
+    F = np.empty_like(E)
+
+    def best(fn, reps=30):
+        fn()
+        return min(_t(fn) for _ in range(reps))
+
+    t_gemm = best(lambda: np.matmul(A, B, out=C))
+    t_exp = best(lambda: np.exp(E, out=F))
+    return 2 * block * n_features * k / t_gemm, block * k / t_exp
+
+
+def _t(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_shape(X, k, iters, rng, log):
+    n, d = X.shape
+    X64 = X.astype(np.float64)
+    init = DiagonalGMM(k, max_iter=0, random_state=0).fit(X)
+    w0, m0, v0 = init.weights_, init.means_, init.variances_
+    from sklearn.mixture import GaussianMixture
+
+    def ours(it):
+        g = DiagonalGMM(k, weights_init=w0, means_init=m0, variances_init=v0, tol=0.0,
+                        max_iter=it)
+        return g.fit(X)
+
+    def sk(it, data):
+        g = GaussianMixture(k, covariance_type="diag", weights_init=w0, means_init=m0,
+                            precisions_init=1 / v0, tol=0.0, max_iter=it,
+                            init_params="random_from_data", random_state=0)
+        return g.fit(data)
+
+    rows = {}
+    for name, run in (("audiogmm f32", ours), ("sklearn f64", lambda it: sk(it, X64)),
+                      ("sklearn f32", lambda it: sk(it, X))):
+        _, t0, _ = timed(lambda: run(1))
+        model, t1, peak = timed(lambda: run(iters))
+        rows[name] = ((t1 - t0) / (iters - 1) / n * 1e6, model.lower_bound_, peak)
+    gemm_rate, exp_rate = measure_rates(d, k, DEFAULT_BLOCK_SIZE, np.float32)
+    floor = (4 * 2 * n * d * k / gemm_rate + n * k / exp_rate) / n * 1e6
+    ours_t = rows["audiogmm f32"][0]
+    ref_ll = rows["sklearn f64"][1]
+    log(f"\nK={k}  D={d}  N={n:,}  iterations={iters} (tol=0)   "
+        f"floor {floor:.3f} s/iter/Mframe (f32 GEMM {gemm_rate / 1e9:.0f} GFLOP/s on "
+        f"({DEFAULT_BLOCK_SIZE},{d})@({d},{k}), exp {exp_rate / 1e9:.2f} Gelem/s)")
+    log(f"  {'':14s}{'s/iter/Mframe':>14s}{'vs audiogmm':>13s}{'mean loglik':>16s}"
+        f"{'rel.diff f64':>14s}{'peak MB':>10s}")
+    for name, (sec, ll, peak) in rows.items():
+        log(f"  {name:14s}{sec:14.3f}{sec / ours_t:12.1f}x{ll:16.6f}"
+            f"{abs(ll - ref_ll) / abs(ref_ll):14.1e}{peak / 2**20:10.0f}")
+    log(f"  audiogmm / floor = {ours_t / floor:.2f}")
+    return init
+
+
+def bench_scoring(X, base, n_models, log):
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(1)
+    models, skl = [], []
+    for i in range(n_models):
+        mu = base.means_ + rng.normal(0, 0.1, base.means_.shape) * np.sqrt(base.variances_)
+        g = DiagonalGMM(base.n_components)
+        g.weights_, g.means_, g.variances_ = base.weights_, mu, base.variances_
+        g.n_features_in_ = X.shape[1]
+        models.append(g)
+        s = GaussianMixture(base.n_components, covariance_type="diag")
+        s.weights_, s.means_, s.covariances_ = base.weights_, mu, base.variances_
+        s.precisions_cholesky_ = 1 / np.sqrt(base.variances_)
+        s.n_features_in_ = X.shape[1]
+        skl.append(s)
+    ours, t_ours = _best(lambda: score_samples_many(models, X))
+    X64 = X.astype(np.float64)
+    ref, t_sk = _best(lambda: np.stack([s.score_samples(X64) for s in skl], axis=1), reps=1)
+    err = np.max(np.abs(ours - ref) / np.abs(ref))
+    fm = X.shape[0] * n_models
+    log(f"\nscoring {n_models} models x K={base.n_components} on {X.shape[0]:,} frames: "
+        f"score_samples_many {fm / t_ours / 1e6:.1f} M frame-models/s, sklearn score_samples "
+        f"(f64) {fm / t_sk / 1e6:.1f} M/s  -> {t_sk / t_ours:.1f}x  (max rel. diff {err:.1e})")
+
+
+def _best(fn, reps=3):
+    out, best = None, np.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N=100k, K in {8, 64}, 3 iterations")
+    ap.add_argument("--n-frames", type=int, default=None)
+    ap.add_argument("--components", type=int, nargs="*", default=None)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--files", type=int, default=300, help="recordings for real MFCC frames")
+    ap.add_argument("--models", type=int, default=10, help="models for the scoring benchmark")
+    args = ap.parse_args(argv)
+    n = args.n_frames or (100_000 if args.quick else 1_000_000)
+    ks = args.components or ([8, 64] if args.quick else [8, 32, 64, 256])
+    iters = args.iters or (3 if args.quick else 5)
+    warnings.simplefilter("ignore")
+    rng = np.random.default_rng(0)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        blas = [f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} "
+                f"threads={i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas"]
+        log(f"BLAS: {'; '.join(blas)} (limited to 1 thread for everything)")
+        import os
+        log("OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s" % (os.environ.get("OPENBLAS_CORETYPE"),
+                                                         os.environ.get("OPENBLAS_L2_SIZE")))
+        frames, source = real_frames(args.files, rng)
+        if frames is None:
+            frames = synthetic_frames(200_000, 40, rng)
+        X = np.ascontiguousarray(np.resize(frames, (n, frames.shape[1])))
+        log(f"data: {source}, tiled to {X.shape} float32; audiogmm block_size="
+            f"{DEFAULT_BLOCK_SIZE}")
+        base = None
+        for k in ks:
+            it = max(3, iters // 2 + 1) if k >= 256 else max(iters, 2)
+            init = bench_shape(X, k, it, rng, log)
+            if k == 64 or base is None:
+                base = init
+        bench_scoring(X[: min(n, 200_000)], base, args.models, log)
+
+
+if __name__ == "__main__":
+    main()
