@@ -25,9 +25,11 @@ what to do about it.
 
 Memory
 ------
-A decoded recording costs 4 bytes per sample at the native rate (mono mix) plus
-4 bytes per sample at ``sr`` after resampling: a 1-hour 44.1 kHz file needs about
-635 MB while being resampled and 230 MB once at 16 kHz.
+:func:`load` returns the whole recording: 4 bytes per sample at the native rate (mono mix)
+plus 4 bytes per sample at ``sr`` after resampling, so a 1-hour 44.1 kHz file needs about
+635 MB while being resampled and 230 MB once at 16 kHz. :func:`stream` yields the same
+samples in blocks (soxr's streaming resampler), holding a few MB whatever the length;
+feature extraction uses it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import soundfile as sf
 
 from audiogmm.exceptions import AudioLoadError, ParameterError
 
-__all__ = ["AUDIO_EXTENSIONS", "is_audio_path", "load", "duration"]
+__all__ = ["AUDIO_EXTENSIONS", "is_audio_path", "load", "stream", "duration"]
 
 #: Lower-case file-name suffixes (with the dot) that :func:`is_audio_path` accepts.
 #: The first group decodes with soundfile; the second needs audioread + FFmpeg.
@@ -228,6 +230,136 @@ def load(path, *, sr, mono=True) -> np.ndarray:
                 path, f"too short to resample from {sr_native} Hz to {sr} Hz (no samples left)"
             )
     return y
+
+
+_STREAM_HOLD = 64  # output samples held back until the end, so the total can be fixed exactly
+
+
+def _resampled_length(n_in: int, orig_sr: int, target_sr: int) -> int:
+    """``ceil(n_in * target_sr / orig_sr)``: the length ``librosa.resample`` returns."""
+    return -(-n_in * target_sr // orig_sr)
+
+
+def _native_blocks(path: Path, block_frames: int):
+    """Yield ``(sr_native, mono float32 block)`` pairs; the decoder stays open meanwhile."""
+    try:
+        f = sf.SoundFile(str(path))
+    except MemoryError:
+        raise
+    except Exception as sf_exc:  # noqa: BLE001 - not for libsndfile: one whole decode
+        sf_reason = str(sf_exc).strip() or type(sf_exc).__name__
+        try:
+            y, sr_native = _read_fallback(path, True)
+        except MemoryError:
+            raise
+        except Exception as ar_exc:  # noqa: BLE001
+            ar_reason = str(ar_exc).strip() or type(ar_exc).__name__
+            raise AudioLoadError(
+                path,
+                f"cannot decode audio (soundfile: {sf_reason}; audioread: {ar_reason}); "
+                f"{_FALLBACK_HINT}",
+            ) from ar_exc
+        yield sr_native, y
+        return
+    with f:
+        sr_native = f.samplerate
+        while True:
+            try:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged stream part-way through
+                raise AudioLoadError(
+                    path, f"cannot decode audio ({str(exc).strip() or type(exc).__name__}); "
+                    f"{_FALLBACK_HINT}"
+                ) from exc
+            if block.shape[0] == 0:
+                return
+            y = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+            yield sr_native, np.ascontiguousarray(y)
+
+
+def stream(path, *, sr, block_seconds=10.0):
+    """Decode an audio file block by block: mono float32 samples at ``sr``.
+
+    The concatenation of the blocks equals ``load(path, sr=sr)`` exactly: soxr's streaming
+    resampler (``soxr.ResampleStream``, quality ``"HQ"``) gives the same samples as its
+    one-shot ``soxr.resample`` that ``librosa.resample(res_type="soxr_hq")`` calls, and the
+    total is padded or trimmed to ``ceil(n * sr / sr_native)`` as librosa does. Memory is a
+    few blocks whatever the file's length. Files soundfile cannot open (audioread fallback)
+    are decoded whole and yielded as one block.
+
+    Parameters
+    ----------
+    path : str or path-like
+    sr : int
+        Target sample rate in Hz.
+    block_seconds : float, default 10.0
+        Native-rate audio decoded per step.
+
+    Yields
+    ------
+    y : np.ndarray, float32, shape (n,)
+        Consecutive pieces of the recording (some may be empty).
+
+    Raises
+    ------
+    AudioLoadError
+        As :func:`load`: missing, empty, undecodable, no samples, NaN/infinite samples.
+    ParameterError
+        ``sr`` is not a positive int, or ``block_seconds`` is not positive.
+
+    Examples
+    --------
+    >>> n = sum(b.size for b in stream("talk.flac", sr=16000))  # doctest: +SKIP
+    """
+    sr = _check_sr(sr)
+    if isinstance(block_seconds, bool) or not isinstance(block_seconds, (int, float)) or not block_seconds > 0:
+        raise ParameterError(f"block_seconds must be a number > 0, got {block_seconds!r}")
+    p = _check_file(path)
+    return _stream(p, path, sr, float(block_seconds))
+
+
+def _stream(p, path, sr, block_seconds):
+    import soxr
+
+    n_in = n_out = 0
+    resampler = held = None
+    for sr_native, y in _native_blocks(p, max(1024, int(block_seconds * 48000))):
+        if not np.isfinite(y).all():
+            raise AudioLoadError(
+                path, "contains NaN or infinite samples; re-export it as 16-bit or 24-bit PCM"
+            )
+        n_in += y.size
+        if sr_native == sr:
+            yield y
+            continue
+        if resampler is None:
+            resampler = soxr.ResampleStream(sr_native, sr, 1, dtype="float32", quality="HQ")
+            held = np.zeros(0, dtype=np.float32)
+        out = np.concatenate((held, resampler.resample_chunk(y, last=False)))
+        cut = max(0, out.size - _STREAM_HOLD)
+        held = out[cut:]
+        if cut:
+            n_out += cut
+            yield out[:cut]
+    if n_in == 0:
+        raise AudioLoadError(path, "contains no audio samples; re-export the recording")
+    if resampler is None:
+        return
+    tail = np.concatenate((held, resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
+    total = _resampled_length(n_in, sr_native, sr)
+    if total == 0:
+        raise AudioLoadError(
+            path, f"too short to resample from {sr_native} Hz to {sr} Hz (no samples left)"
+        )
+    want = total - n_out
+    if want < 0:  # cannot happen: soxr's delay is far longer than _STREAM_HOLD
+        raise AudioLoadError(path, "resampler produced more samples than expected")
+    if tail.size >= want:
+        yield np.ascontiguousarray(tail[:want])
+    else:
+        yield np.concatenate((tail, np.zeros(want - tail.size, np.float32)))
 
 
 def duration(path) -> float:

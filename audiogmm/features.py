@@ -21,36 +21,57 @@ speaker, language and music data):
    order 1 and (``deltas=2``) order 2, appended after the statics:
    ``[mfcc, delta, delta-delta]``. Clips shorter than ``delta_width`` frames use
    ``mode="nearest"`` edge handling instead of librosa's default ``"interp"``
-   (which requires at least ``delta_width`` frames).
-4. **CMVN** per recording (``cmvn="utterance"``): every column is shifted to zero
-   mean and scaled to unit variance over the recording's frames. A column whose
-   standard deviation is below ``1e-3`` (a silent or constant recording) is only
-   centred, so silence gives zeros, never NaN.
+   (which requires at least ``delta_width`` frames). Computed here as a 9-tap
+   correlation (the Savitzky-Golay derivative of degree = order is constant over the
+   window, so librosa's edge fit repeats the nearest interior value); a test checks
+   equality with librosa.
+4. **SDC** (``sdc=True``, off by default): shifted delta cepstra N-d-P-k of the first
+   N statics, appended last.
+5. **VAD** (``vad=True``, off by default): frames more than ``vad_threshold_db`` below
+   the recording's loud end are dropped (see :class:`FeatureConfig`).
+6. **CMVN** per recording (``cmvn="utterance"``): every column is shifted to zero
+   mean and scaled to unit variance over the recording's (kept) frames; or over a
+   sliding window (``cmvn="sliding"``). A column whose standard deviation is below
+   ``1e-3`` (a silent or constant stretch) is only centred, so silence gives zeros,
+   never NaN.
+
+No librosa at run time: the mel filterbank and window are computed here with NumPy (tests
+check them equal to ``librosa.filters.mel`` and ``librosa.filters.get_window``), so a
+worker process imports NumPy, SciPy's FFT, soundfile and soxr only (~60 MB, well under a
+second, against ~175 MB and ~2.4 s with librosa).
 
 Notes
 -----
-*The 80 dB floor is relative to the whole recording.* It matches librosa
-(``power_to_db(..., ref=1.0, amin=1e-10, top_db=80)``), so the maximum is taken over
-all frames before the floor is applied. Frames of a recording processed in separate
-pieces would get different floors; :func:`extract` therefore always takes the
-whole recording, and only the spectra are computed in blocks.
+*Long recordings are processed block by block.* :func:`extract_file` decodes and
+resamples the file in 10-second blocks (:func:`audiogmm.audio.stream`, soxr's streaming
+resampler, which gives the same samples as the one-shot resampling), computes the
+spectra 256 frames at a time as the samples arrive and keeps only the log-mel
+spectrogram ``(n_frames, n_mels)``. The 80 dB floor of librosa's ``power_to_db(...,
+top_db=80)`` is relative to the *whole* recording's maximum, so it is applied once all
+blocks are in, followed by the DCT, deltas, SDC, VAD and CMVN on the whole-recording
+matrices. The FFT blocks always start at multiples of 256 frames whatever the decoded
+block sizes, so block-wise extraction equals whole-file extraction (``extract(load(path),
+config)``) bit for bit; a test checks it, with every option. **CMVN over blocks**:
+``"utterance"`` and ``"mean"`` use the statistics of all the recording's frames, which
+are all in memory by then, so they are exact too; ``"sliding"`` is local by definition
+(and computed in row blocks with float64 running sums).
 
-*Memory.* A 1-hour recording at 16 kHz is 57.6 M samples = 230 MB of float32
-audio (more while decoding at a higher native rate, see :mod:`audiogmm.audio`). It
-yields 360,001 frames; the feature matrix ``X`` with the default 60 features takes
-86 MB (float32). The spectra are computed 256 frames at a time, so the FFT never
-holds more than about 1 MB; the whole-recording arrays are the mel spectrogram
-(58 MB, freed before the deltas) and the static/delta columns. Measured peak of
-:func:`extract` on 1 hour (tracemalloc): 173 MB on top of the audio, i.e. about
-twice the size of ``X``.
+*Memory.* A 1-hour recording yields 360,001 frames at the default 10 ms hop. What is held
+is the log-mel matrix (40 mels: 55 MiB float32) and then ``X`` (60 features: 82 MiB),
+plus a few MiB of blocks; the audio itself (230 MB at 16 kHz) is never held whole.
+Measured (``python bench/features.py``): a 1-hour 22.05 kHz WAV resampled to 16 kHz
+peaks at **170 MiB resident for the whole process** (59 MiB before the call: Python,
+NumPy, SciPy, soundfile, soxr; +111 MiB). With ``vad=True`` the kept rows are compacted
+in place, without a second copy of ``X``.
 
-*Speed* (reference 2-core machine, one BLAS thread, 60 s of audio, median of 7
-runs of ``time.process_time`` in one session; audio-seconds per CPU-second, default
-config): ``librosa.feature.mfcc`` 1,400, the direct MFCC here 2,800 (2.0x); with
-delta + delta-delta, librosa 1,200 vs :func:`extract` (including CMVN) 2,000
-(1.6x). The music preset (hop 512 at 22.05 kHz) is about 1.4x faster still.
-Loading (:func:`extract_file`) adds about 20 % for a WAV already at
-``sample_rate``; resampling 44.1 kHz to 22.05 kHz about doubles the total.
+*Speed* (reference 2-core machine, one BLAS thread; ``python bench/features.py``, the
+default config without CMVN, 551 real files: FSDD 8 kHz WAV clips, GCompris 44.1 kHz Ogg
+words, a soundtrack piece): end to end, 4.5x the audio-seconds per CPU-second of
+``librosa.load`` + ``librosa.feature.mfcc`` + 2 ``librosa.feature.delta``; on decoded
+audio, :func:`extract` costs 2.5x a bare ``scipy.fft.rfft`` of the same frames. Decoding
+Ogg Vorbis (~400 audio-s/CPU-s) and resampling dominate the end-to-end time. Set BLAS to
+one thread (threadpoolctl) when calling :func:`extract` in a loop: OpenBLAS's idle
+threads made it 2.7x slower here; :mod:`audiogmm.pipeline` does this for you.
 """
 
 from __future__ import annotations
@@ -59,7 +80,6 @@ import dataclasses
 import functools
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,23 +89,34 @@ import scipy.fft
 from audiogmm import audio
 from audiogmm.exceptions import AudioLoadError, ParameterError
 
-__all__ = ["FeatureConfig", "PRESETS", "CMVN_MODES", "extract", "extract_file"]
+__all__ = ["FeatureConfig", "PRESETS", "CMVN_MODES", "extract", "extract_file", "normalize"]
 
 #: Accepted values of :attr:`FeatureConfig.cmvn`.
-CMVN_MODES = ("none", "mean", "utterance")
+CMVN_MODES = ("none", "mean", "utterance", "sliding")
 
 _AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 _TOP_DB = 80.0  # dynamic range kept below the recording's maximum, as librosa
 _STD_FLOOR = 1e-3  # CMVN: columns with a smaller std are only centred
 _BLOCK_FRAMES = 256  # frames per FFT block: 0.5-1 MB of float32 frames stays in cache (fastest measured)
+_VAD_REF_PERCENTILE = 99.0  # VAD reference: the loud end of the frame energies, robust to a click
+_CHUNK_FRAMES, _CHUNK_FRAMES_MAX = 256, 1 << 14  # log-mel storage: first and largest chunk (frames)
+_CMVN_BLOCK_FRAMES = 1 << 13  # sliding CMVN: rows per block (at least one window)
+_VAD_MIN_FRAMES = 10  # VAD never keeps fewer frames than this (the loudest ones)
 
 #: Named configurations for :meth:`FeatureConfig.preset`. Values not listed take the
 #: :class:`FeatureConfig` defaults.
 PRESETS: dict[str, dict] = {
     # The reference recipe: FSDD speaker ID, digits. Equal to the defaults.
     "speech": {},
-    # Spoken language ID: same front end as speech (short words, few speakers).
-    "language": {},
+    # Spoken language ID: the classic shifted-delta-cepstra front end (Torres-Carrasquillo et
+    # al. 2002): 7 static MFCC (c0-c6) + SDC 7-1-3-7 = 56 features, a 0.21 s context per frame
+    # that captures phone sequences, with silent frames dropped (VAD) so that pauses do not
+    # dominate the mixtures; statistics per recording. Caveat, measured on GCompris (1-s
+    # isolated words, K=32, a speaker-overlapping split of 76 test clips): 59 % against 82 %
+    # for the speech front end (72 % with VAD) -- there, speaker and channel cues the speech
+    # front end keeps do much of the work; SDC is meant for continuous speech of several
+    # seconds. Evaluate on held-out speakers before relying on either.
+    "language": {"n_mfcc": 7, "deltas": 0, "sdc": True, "vad": True},
     # Music (genre, soundtrack folders): 22.05 kHz (the band above 8 kHz carries cymbals,
     # brightness), the usual music frame of 1024 samples (46.4 ms) with a 512-sample hop
     # (23.2 ms, 43 frames/s), 64 mel bands. Deltas and per-recording CMVN as for speech:
@@ -137,17 +168,49 @@ class FeatureConfig:
     delta_width : int, default 9
         Odd number of frames (>= 3) of the Savitzky-Golay delta window
         (``librosa.feature.delta``'s ``width``; 9 frames = 90 ms at the default hop).
-    cmvn : {"none", "mean", "utterance"}, default "utterance"
-        Per-recording normalisation of every feature column: ``"mean"`` subtracts
-        the mean (CMN, removes a fixed channel/microphone colouring);
-        ``"utterance"`` also divides by the standard deviation.
+    cmvn : {"none", "mean", "utterance", "sliding"}, default "utterance"
+        Normalisation of every feature column: ``"mean"`` subtracts the recording's
+        mean (CMN, removes a fixed channel/microphone colouring); ``"utterance"`` also
+        divides by its standard deviation; ``"sliding"`` does both over a window of
+        ``cmvn_window`` seconds around each frame (for long recordings whose channel
+        or content changes, and for :func:`~audiogmm.pipeline.predict_segments`).
+        Applied after the VAD, to the kept frames only.
+    cmvn_window : float, default 3.0
+        Seconds of the sliding-CMVN window (``round(cmvn_window * sample_rate /
+        hop_length)`` frames, 300 at the defaults). The window is centred on the frame
+        and shifted inwards at the recording's ends so that it always holds
+        ``cmvn_window`` seconds (Kaldi's ``apply-cmvn-sliding --center``); a
+        recording shorter than the window gets per-recording CMVN. Used only with
+        ``cmvn="sliding"``.
+    vad : bool, default False
+        Energy voice/activity detection: drop the frames whose energy (``10 log10``
+        of the frame's total mel power) is more than ``vad_threshold_db`` below the
+        recording's loud end (the 99th percentile of its frame energies, so that one
+        click does not set the level). At least the 10 loudest frames (all, if fewer)
+        are always kept, so a recording never loses every frame; a digitally silent
+        one keeps all. Deltas and SDC are computed on the full, contiguous frame
+        sequence first.
+    vad_threshold_db : float, default 40.0
+        How far below the loud end a frame may be and still be kept. 40 dB keeps
+        weak consonants and drops pauses and room noise in ordinary recordings; a
+        noisy recording (SNR < 40 dB) keeps nearly everything.
+    sdc : bool, default False
+        Append shifted delta cepstra N-d-P-k (for spoken-language ID): for
+        ``i = 0 .. k-1``, ``c[t + i*P + d] - c[t + i*P - d]`` of the first ``sdc_n``
+        static coefficients (frame indices clamped to the recording), ``sdc_n *
+        sdc_k`` columns after ``[mfcc, delta, delta-delta]``.
+    sdc_n, sdc_d, sdc_p, sdc_k : int, default 7, 1, 3, 7
+        N (coefficients, <= ``n_mfcc``), d (delta spread, frames), P (shift between
+        blocks, frames), k (blocks): the classic 7-1-3-7.
 
     Attributes
     ----------
     n_features : int
-        Columns of ``X``: ``n_mfcc * (1 + deltas)``.
+        Columns of ``X``: ``n_mfcc * (1 + deltas)``, plus ``sdc_n * sdc_k`` with SDC.
     win_length, hop_length, n_fft : int
         Window, hop and FFT size in samples.
+    cmvn_window_frames : int
+        The sliding-CMVN window in frames.
 
     Raises
     ------
@@ -176,6 +239,14 @@ class FeatureConfig:
     deltas: int = 2
     delta_width: int = 9
     cmvn: str = "utterance"
+    cmvn_window: float = 3.0
+    vad: bool = False
+    vad_threshold_db: float = 40.0
+    sdc: bool = False
+    sdc_n: int = 7
+    sdc_d: int = 1
+    sdc_p: int = 3
+    sdc_k: int = 7
 
     def __post_init__(self):
         def set_(name, value):
@@ -240,6 +311,23 @@ class FeatureConfig:
             raise ParameterError(
                 f"cmvn must be one of {', '.join(map(repr, CMVN_MODES))}, got {self.cmvn!r}"
             )
+        float_field("cmvn_window", 0, strict=True)
+        if not isinstance(self.vad, (bool, np.bool_)):
+            raise ParameterError(f"vad must be a bool, got {self.vad!r}")
+        set_("vad", bool(self.vad))
+        float_field("vad_threshold_db", 0, strict=True)
+        if not isinstance(self.sdc, (bool, np.bool_)):
+            raise ParameterError(f"sdc must be a bool, got {self.sdc!r}")
+        set_("sdc", bool(self.sdc))
+        int_field("sdc_n", 1)
+        int_field("sdc_d", 1)
+        int_field("sdc_p", 1)
+        int_field("sdc_k", 1)
+        if self.sdc and self.sdc_n > self.n_mfcc:
+            raise ParameterError(
+                f"sdc_n must be <= n_mfcc ({self.n_mfcc}): shifted deltas are taken of the first "
+                f"sdc_n static coefficients, got {self.sdc_n}; lower sdc_n or raise n_mfcc"
+            )
         n_cep = self._n_cepstra
         if n_cep > self.n_mels:
             extra = "" if self.keep_c0 else " - 1 (keep_c0=False computes one more and drops c0)"
@@ -272,8 +360,13 @@ class FeatureConfig:
 
     @property
     def n_features(self) -> int:
-        """Columns of the feature matrix: ``n_mfcc * (1 + deltas)``."""
-        return self.n_mfcc * (1 + self.deltas)
+        """Columns of the feature matrix: ``n_mfcc * (1 + deltas)``, plus ``sdc_n * sdc_k`` with SDC."""
+        return self.n_mfcc * (1 + self.deltas) + (self.sdc_n * self.sdc_k if self.sdc else 0)
+
+    @property
+    def cmvn_window_frames(self) -> int:
+        """Frames of the sliding CMVN window: ``round(cmvn_window * sample_rate / hop_length)``, >= 2."""
+        return max(2, int(round(self.cmvn_window * self.sample_rate / self.hop_length)))
 
     @property
     def _n_cepstra(self) -> int:
@@ -322,9 +415,12 @@ class FeatureConfig:
     def preset(cls, name, **overrides) -> "FeatureConfig":
         """A named configuration, optionally with some fields changed.
 
-        ``"speech"`` and ``"language"``
+        ``"speech"``
             The defaults: 16 kHz, 25 ms / 10 ms, 40 mels, 20 MFCC with c0,
-            delta + delta-delta (width 9), per-recording CMVN.
+            delta + delta-delta (width 9), per-recording CMVN, no VAD, no SDC.
+        ``"language"``
+            ``n_mfcc=7, deltas=0, sdc=True`` (7-1-3-7), ``vad=True`` (40 dB): 7 static
+            MFCC + 49 SDC = 56 features, silent frames dropped, per-recording CMVN.
         ``"music"``
             ``sample_rate=22050, n_mels=64, win_ms=46.44, hop_ms=23.22`` (1024 / 512
             samples, the usual music-analysis frame, 43 frames per second), otherwise
@@ -354,26 +450,74 @@ class FeatureConfig:
 # Cached constant matrices (small; keyed on the parameters that define them).
 
 
+def _hz_to_mel(f):
+    """Slaney's mel scale (librosa's ``hz_to_mel(htk=False)``): linear below 1 kHz, log above."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    logstep = np.log(6.4) / 27.0
+    mels = f / f_sp
+    return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep, mels)
+
+
+def _mel_to_hz(m):
+    """Inverse of :func:`_hz_to_mel` (librosa's ``mel_to_hz(htk=False)``)."""
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
 @functools.lru_cache(maxsize=32)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax) -> np.ndarray:
-    """librosa's mel filterbank, (n_mels, 1 + n_fft // 2) float32, read-only."""
-    import librosa
+    """librosa's mel filterbank, (n_mels, 1 + n_fft // 2) float32, read-only.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # empty-filter warnings: checked by FeatureConfig
-        basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    basis = np.ascontiguousarray(basis, dtype=np.float32)
-    basis.flags.writeable = False
-    return basis
+    The same arithmetic as ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels,
+    fmin=fmin, fmax=fmax)`` (Slaney scale, ``norm="slaney"``; a test checks equality), in
+    NumPy so that extraction never imports librosa: worker processes start in about a
+    third of the time and use ~70 MB less memory.
+    """
+    fmax = sr / 2.0 if fmax is None else fmax
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels])
+    weights *= enorm[:, np.newaxis]
+    weights.flags.writeable = False
+    return weights
 
 
 @functools.lru_cache(maxsize=32)
 def _window(n_fft: int, win_length: int) -> np.ndarray:
     """Periodic Hann window of ``win_length`` centred in ``n_fft`` (as librosa.stft)."""
-    import librosa
+    n = np.arange(win_length)
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    lpad = (n_fft - win_length) // 2
+    w = np.pad(w, (lpad, n_fft - win_length - lpad)).astype(np.float32)
+    w.flags.writeable = False
+    return w
 
-    w = librosa.filters.get_window("hann", win_length, fftbins=True)
-    w = librosa.util.pad_center(w, size=n_fft).astype(np.float32)
+
+@functools.lru_cache(maxsize=16)
+def _delta_weights(width: int, order: int) -> np.ndarray:
+    """Correlation weights of ``librosa.feature.delta(width=width, order=order)``.
+
+    librosa applies ``scipy.signal.savgol_filter(deriv=order, polyorder=order)``: a
+    least-squares polynomial of degree ``order`` over ``width`` frames, differentiated
+    ``order`` times. That derivative is the same constant over the whole window, so the
+    weights are ``order! * pinv(vander)[order]``, and ``mode="interp"``'s edge fit equals
+    the first (last) interior value. (width,) float32.
+    """
+    h = width // 2
+    vander = np.vander(np.arange(-h, h + 1, dtype=np.float64), order + 1, increasing=True)
+    w = np.linalg.pinv(vander)[order] * math.factorial(order)
+    w = w.astype(np.float32)
     w.flags.writeable = False
     return w
 
@@ -394,69 +538,178 @@ def _dct_matrix(n_mels: int, n_out: int) -> np.ndarray:
 # The maths, in (n_frames, ...) layout throughout.
 
 
-def _segment(y: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """``y[start:stop]`` with zeros where the range lies outside ``y``."""
-    if start >= 0 and stop <= y.size:
-        return y[start:stop]
-    out = np.zeros(stop - start, dtype=y.dtype)
-    lo, hi = max(start, 0), min(stop, y.size)
-    if hi > lo:
-        out[lo - start:hi - start] = y[lo:hi]
-    return out
+class _LogMel:
+    """Consumes consecutive sample blocks; keeps the log-mel spectrogram, block by block.
 
-
-def _mel_power(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Mel power spectrogram, (n_frames, n_mels) float32, computed in blocks of frames.
-
-    Frames as ``librosa.stft(center=True, pad_mode="constant")``: frame ``t`` covers
-    samples ``t * hop - n_fft // 2`` ... ``+ n_fft``, zeros outside the signal.
+    Frames as ``librosa.stft(center=True, pad_mode="constant")``: frame ``t`` covers samples
+    ``t * hop - n_fft // 2`` ... ``+ n_fft``, zeros outside the signal, and there are
+    ``1 + n_samples // hop`` of them. Only the samples of frames not yet computed are kept
+    (less than ``n_fft + hop`` plus the latest block), so the audio is never held whole. The
+    spectra are computed :data:`_BLOCK_FRAMES` frames at a time; what is kept is the
+    ``10 log10`` mel power (``(n_frames, n_mels)`` float32, not yet clipped: the 80 dB floor
+    needs the whole recording's maximum) and, for the VAD, each frame's energy in dB.
     """
-    n_fft, hop = config.n_fft, config.hop_length
-    window = _window(n_fft, config.win_length)
-    basis_t = _mel_basis(config.sample_rate, n_fft, config.n_mels, config.fmin, config.fmax).T
-    pad = n_fft // 2
-    n_frames = 1 + y.size // hop
-    out = np.empty((n_frames, config.n_mels), dtype=np.float32)
-    for f0 in range(0, n_frames, _BLOCK_FRAMES):
-        f1 = min(f0 + _BLOCK_FRAMES, n_frames)
-        seg = _segment(y, f0 * hop - pad, (f1 - 1) * hop - pad + n_fft)
-        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
-        spec = scipy.fft.rfft(frames * window, axis=-1)
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
-        np.matmul(power, basis_t, out=out[f0:f1])
-    return out
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self.n_fft, self.hop = config.n_fft, config.hop_length
+        self.pad = self.n_fft // 2
+        self.window = _window(self.n_fft, config.win_length)
+        self.basis_t = _mel_basis(config.sample_rate, self.n_fft, config.n_mels, config.fmin, config.fmax).T
+        self.buf = np.zeros(self.pad, dtype=np.float32)  # samples from absolute index buf_start
+        self.buf_start = -self.pad
+        self.n_samples = 0
+        self.n_done = 0  # frames computed
+        self.chunks = []  # log-mel chunks, (rows, n_mels) float32; the last one filled up to `fill`
+        self.fill = 0
+        self.energy = [] if config.vad else None
+        self.vmax = -np.inf
+
+    def push(self, y: np.ndarray) -> None:
+        if y.size:
+            self.buf = np.concatenate((self.buf, y)) if self.buf.size else y
+            self.n_samples += y.size
+            self._frames(last=False)
+
+    def _frames(self, last: bool) -> None:
+        n_fft, hop = self.n_fft, self.hop
+        end = self.buf_start + self.buf.size  # absolute index after the last sample held
+        n_avail = (end - n_fft + self.pad) // hop + 1  # frames whose samples are all here
+        # Whole blocks only until the end: the blocks (hence every float32 rounding) are then
+        # the same however the samples arrive, so block-wise == whole-file bit for bit.
+        n_avail -= n_avail % _BLOCK_FRAMES
+        if last:
+            n_avail = 1 + self.n_samples // hop
+        while self.n_done < n_avail:
+            f0 = self.n_done
+            f1 = min(f0 + _BLOCK_FRAMES, n_avail)
+            a = f0 * hop - self.pad - self.buf_start
+            b = (f1 - 1) * hop - self.pad + n_fft - self.buf_start
+            seg = self.buf[a:b]
+            if seg.size < b - a:  # only at the end: zeros after the signal
+                seg = np.concatenate((seg, np.zeros(b - a - seg.size, np.float32)))
+            frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
+            spec = scipy.fft.rfft(frames * self.window, axis=-1)
+            power = np.square(spec.real)
+            power += np.square(spec.imag)
+            mel = self._rows(f1 - f0)
+            np.matmul(power, self.basis_t, out=mel)
+            if self.energy is not None:
+                e = mel.sum(axis=1)
+                np.maximum(e, _AMIN, out=e)
+                self.energy.append(10.0 * np.log10(e))
+            np.maximum(mel, _AMIN, out=mel)
+            np.log10(mel, out=mel)
+            mel *= 10.0
+            self.vmax = max(self.vmax, float(mel.max()))
+            self.n_done = f1
+        keep_from = self.n_done * hop - self.pad - self.buf_start
+        if keep_from > 0:
+            self.buf = self.buf[keep_from:].copy() if keep_from < self.buf.size else np.zeros(0, np.float32)
+            self.buf_start += keep_from
+
+    def _rows(self, n: int) -> np.ndarray:
+        """The next ``n`` rows of log-mel storage (chunks of 256 doubling to 16384 rows).
+
+        Blocks of ``_BLOCK_FRAMES`` frames start at multiples of it, so one never straddles
+        two chunks; a few large chunks instead of thousands of small arrays keep the
+        allocator from fragmenting on long recordings.
+        """
+        if not self.chunks or self.fill + n > self.chunks[-1].shape[0]:
+            size = _CHUNK_FRAMES if not self.chunks else 2 * self.chunks[-1].shape[0]
+            size = max(n, min(size, _CHUNK_FRAMES_MAX))
+            if self.chunks:
+                self.chunks[-1] = self.chunks[-1][:self.fill]
+            self.chunks.append(np.empty((size, self.config.n_mels), dtype=np.float32))
+            self.fill = 0
+        out = self.chunks[-1][self.fill:self.fill + n]
+        self.fill += n
+        return out
+
+    def finish(self):
+        """Compute the last frames (zeros after the signal). Returns the number of frames."""
+        self._frames(last=True)
+        self.buf = None
+        if self.chunks:
+            self.chunks[-1] = self.chunks[-1][:self.fill]
+        return self.n_done
 
 
-def _mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Static MFCCs, (n_frames, n_cepstra) float32; equal to librosa.feature.mfcc(...).T."""
-    mel = _mel_power(y, config)
-    np.maximum(mel, _AMIN, out=mel)
-    np.log10(mel, out=mel)
-    mel *= 10.0
-    np.maximum(mel, mel.max() - _TOP_DB, out=mel)
-    return mel @ _dct_matrix(config.n_mels, config._n_cepstra)
+def _delta_into(static: np.ndarray, out: np.ndarray, width: int, order: int) -> None:
+    """``out[:] = librosa.feature.delta(static, width=width, order=order, axis=0)``.
+
+    ``mode="interp"`` when there are at least ``width`` frames (the first and last
+    ``width // 2`` outputs repeat the nearest interior one, which is what the edge
+    polynomial fit gives here), else ``mode="nearest"`` (edge frames repeated). Works on
+    column views, in row blocks so that temporaries stay small for long recordings.
+    """
+    n = static.shape[0]
+    h = width // 2
+    w = _delta_weights(width, order)
+    if n < width:
+        idx = np.clip(np.arange(n)[:, None] + np.arange(-h, h + 1)[None, :], 0, n - 1)
+        out[...] = np.einsum("tjc,j->tc", static[idx], w)
+        return
+    step = 1 << 14
+    for a in range(h, n - h, step):
+        b = min(a + step, n - h)
+        acc = w[0] * static[a - h:b - h]
+        for j in range(1, width):
+            acc += w[j] * static[a - h + j:b - h + j]
+        out[a:b] = acc
+    out[:h] = out[h]
+    out[n - h:] = out[n - h - 1]
 
 
-def _deltas(static: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Append delta (and delta-delta) columns to ``static`` (n_frames, n_mfcc)."""
-    if config.deltas == 0:
-        return static
-    import librosa
+def _sdc_into(static: np.ndarray, out: np.ndarray, config: FeatureConfig) -> None:
+    """Shifted delta cepstra N-d-P-k of the first ``sdc_n`` static columns into ``out``.
 
+    ``out[t, i*N:(i+1)*N] = c[t + i*P + d] - c[t + i*P - d]`` for ``i = 0 .. k-1``,
+    frame indices clamped to ``[0, n_frames - 1]`` (edge frames repeated).
+    """
     n_frames = static.shape[0]
-    mode = "interp" if n_frames >= config.delta_width else "nearest"
-    parts = [static]
-    for order in range(1, config.deltas + 1):
-        d = librosa.feature.delta(static, width=config.delta_width, order=order, axis=0, mode=mode)
-        parts.append(d.astype(np.float32, copy=False))
-    return np.concatenate(parts, axis=1)
+    N, d, P, k = config.sdc_n, config.sdc_d, config.sdc_p, config.sdc_k
+    c = static[:, :N]
+    t = np.arange(n_frames)
+    for i in range(k):
+        plus = np.minimum(t + (i * P + d), n_frames - 1)
+        minus = np.clip(t + (i * P - d), 0, n_frames - 1)
+        np.subtract(c[plus], c[minus], out=out[:, i * N:(i + 1) * N])
 
 
-def _cmvn(X: np.ndarray, mode: str) -> np.ndarray:
-    """Per-recording mean (and variance) normalisation of every column, in place."""
-    if mode == "none":
+def _vad_mask(energy_db: np.ndarray, threshold_db: float) -> np.ndarray:
+    """Frames within ``threshold_db`` of the loud reference; never none (see the module docs)."""
+    ref = float(np.percentile(energy_db, _VAD_REF_PERCENTILE))
+    keep = energy_db >= ref - threshold_db
+    n_min = min(energy_db.size, _VAD_MIN_FRAMES)
+    if keep.sum() < n_min:
+        keep[np.argsort(energy_db, kind="stable")[energy_db.size - n_min:]] = True
+    return keep
+
+
+def _compact_rows(X: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``X[keep]`` without a second copy of ``X``: rows moved forward in blocks, then shrunk."""
+    k = 0
+    step = 1 << 14
+    for a in range(0, X.shape[0], step):
+        rows = X[a:a + step][keep[a:a + step]]  # a copy of at most one block
+        X[k:k + rows.shape[0]] = rows
+        k += rows.shape[0]
+    del rows
+    if X.flags.owndata:
+        X.resize((k, X.shape[1]), refcheck=False)  # realloc: the tail goes back to the system
         return X
+    return X[:k].copy()
+
+
+def _cmvn(X: np.ndarray, mode: str, window: int = 0) -> np.ndarray:
+    """Mean (and variance) normalisation of every column, in place."""
+    if mode == "none" or X.shape[0] == 0:
+        return X
+    if mode == "sliding":
+        if X.shape[0] > window:
+            return _sliding_cmvn(X, window)
+        mode = "utterance"  # the window holds the whole recording
     mean = X.mean(axis=0, dtype=np.float64)
     X -= mean.astype(np.float32)
     if mode == "utterance":
@@ -469,7 +722,98 @@ def _cmvn(X: np.ndarray, mode: str) -> np.ndarray:
     return X
 
 
-def extract(y, config) -> np.ndarray:
+def _sliding_cmvn(X: np.ndarray, window: int) -> np.ndarray:
+    """Mean and variance over a ``window``-frame window around each frame, in place.
+
+    Frame ``t`` uses frames ``a .. a + window - 1`` with ``a = t - window // 2`` clamped to
+    ``[0, n_frames - window]``: centred, shifted inwards at the edges so that every frame
+    sees a full window (as Kaldi's ``apply-cmvn-sliding --center``). Done in row blocks
+    with float64 running sums; a block is written back only once no later block reads it.
+    """
+    n, D = X.shape
+    half = window // 2
+    step = max(_CMVN_BLOCK_FRAMES, window)
+    pending = None
+    for r0 in range(0, n, step):
+        r1 = min(r0 + step, n)
+        starts = np.clip(np.arange(r0, r1) - half, 0, n - window)
+        lo, hi = int(starts[0]), int(starts[-1]) + window
+        block = X[lo:hi].astype(np.float64)
+        s1 = np.zeros((hi - lo + 1, D))
+        np.cumsum(block, axis=0, out=s1[1:])
+        np.square(block, out=block)
+        s2 = np.zeros((hi - lo + 1, D))
+        np.cumsum(block, axis=0, out=s2[1:])
+        a = starts - lo
+        mean = (s1[a + window] - s1[a]) / window
+        var = (s2[a + window] - s2[a]) / window - np.square(mean)
+        std = np.sqrt(np.maximum(var, 0.0))
+        scale = np.where(std > _STD_FLOOR, std, 1.0)
+        out = ((X[r0:r1] - mean) / scale).astype(np.float32)
+        if pending is not None:
+            X[pending[0]:pending[0] + pending[1].shape[0]] = pending[1]
+        pending = (r0, out)
+    if pending is not None:
+        X[pending[0]:pending[0] + pending[1].shape[0]] = pending[1]
+    return X
+
+
+def _features(logmel: _LogMel, config: FeatureConfig, return_frames: bool):
+    """Assemble ``X`` (and the kept frame indices) from a finished :class:`_LogMel`."""
+    n_frames = logmel.n_done
+    n_mfcc = config.n_mfcc
+    X = np.empty((n_frames, config.n_features), dtype=np.float32)
+    dct = _dct_matrix(config.n_mels, config._n_cepstra)
+    if not config.keep_c0:
+        dct = dct[:, 1:]
+    floor = logmel.vmax - _TOP_DB
+    row = 0
+    chunks = logmel.chunks
+    logmel.chunks = []
+    while chunks:  # clip at the whole recording's floor, DCT, free the chunk
+        b = chunks.pop(0)
+        np.maximum(b, floor, out=b)
+        np.matmul(b, dct, out=X[row:row + b.shape[0], :n_mfcc])
+        row += b.shape[0]
+        del b
+    static = X[:, :n_mfcc]
+    for order in range(1, config.deltas + 1):
+        _delta_into(static, X[:, order * n_mfcc:(order + 1) * n_mfcc], config.delta_width, order)
+    if config.sdc:
+        _sdc_into(static, X[:, (1 + config.deltas) * n_mfcc:], config)
+    del static
+    frames = None
+    if config.vad:
+        keep = _vad_mask(np.concatenate(logmel.energy), config.vad_threshold_db)
+        logmel.energy = None
+        if not keep.all():
+            X = _compact_rows(X, keep)
+        if return_frames:
+            frames = np.flatnonzero(keep)
+    if return_frames and frames is None:
+        frames = np.arange(n_frames)
+    _cmvn(X, config.cmvn, config.cmvn_window_frames)
+    if not np.isfinite(X).all():  # only reachable with absurd amplitudes (> ~1e15)
+        raise ParameterError("y gave non-finite features; its amplitude is far outside [-1, 1]")
+    return (X, frames) if return_frames else X
+
+
+def _mfcc(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Static MFCCs, (n_frames, n_cepstra) float32; equal to librosa.feature.mfcc(...).T."""
+    cfg = dataclasses.replace(config, keep_c0=True, n_mfcc=config._n_cepstra, deltas=0,
+                              cmvn="none", vad=False, sdc=False)
+    lm = _LogMel(cfg)
+    lm.push(y)
+    lm.finish()
+    return _features(lm, cfg, False)
+
+
+def _check_config(config):
+    if not isinstance(config, FeatureConfig):
+        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+
+
+def extract(y, config, *, return_frames=False):
     """Feature frames of one recording.
 
     Parameters
@@ -478,13 +822,17 @@ def extract(y, config) -> np.ndarray:
         Mono samples at ``config.sample_rate`` (as :func:`audiogmm.audio.load`
         returns them). Converted to float32.
     config : FeatureConfig
+    return_frames : bool, default False
+        Also return the index of each kept frame (frame ``t`` is centred on sample
+        ``t * config.hop_length``); without VAD it is ``arange(n_frames)``.
 
     Returns
     -------
     X : np.ndarray, float32, shape (n_frames, config.n_features)
-        ``n_frames = 1 + n_samples // config.hop_length``. Columns are
-        ``[mfcc, delta, delta-delta]`` (as many as ``config.deltas``), each block
-        ``config.n_mfcc`` wide; always finite.
+        ``n_frames = 1 + n_samples // config.hop_length`` (fewer with ``vad=True``).
+        Columns are ``[mfcc, delta, delta-delta, sdc]`` (as configured); always finite.
+    frames : np.ndarray of int, shape (n_frames,)
+        Only with ``return_frames=True``.
 
     Raises
     ------
@@ -498,9 +846,10 @@ def extract(y, config) -> np.ndarray:
     >>> y = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
     >>> extract(y, FeatureConfig()).shape
     (101, 60)
+    >>> extract(y, FeatureConfig.preset("language")).shape[1]
+    56
     """
-    if not isinstance(config, FeatureConfig):
-        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    _check_config(config)
     y = np.asarray(y)
     if y.ndim != 1:
         raise ParameterError(
@@ -513,28 +862,31 @@ def extract(y, config) -> np.ndarray:
     y = np.ascontiguousarray(y, dtype=np.float32)
     if not np.isfinite(y).all():
         raise ParameterError("y must be finite, but it holds NaN or infinite samples")
-
-    static = _mfcc(y, config)
-    if not config.keep_c0:
-        static = static[:, 1:]
-    X = _deltas(np.ascontiguousarray(static), config)
-    X = _cmvn(np.ascontiguousarray(X, dtype=np.float32), config.cmvn)
-    if not np.isfinite(X).all():  # only reachable with absurd amplitudes (> ~1e15)
-        raise ParameterError("y gave non-finite features; its amplitude is far outside [-1, 1]")
-    return X
+    lm = _LogMel(config)
+    lm.push(y)
+    lm.finish()
+    return _features(lm, config, return_frames)
 
 
-def extract_file(path, config) -> np.ndarray:
-    """Load a recording (:func:`audiogmm.audio.load` at ``config.sample_rate``) and extract.
+def extract_file(path, config, *, return_frames=False):
+    """Decode a recording block by block (:func:`audiogmm.audio.stream`) and extract.
+
+    The audio is never held whole: the result equals ``extract(audio.load(path,
+    sr=config.sample_rate), config)`` (the same samples, the same frames; see the
+    module notes) with memory bounded by the feature matrix.
 
     Parameters
     ----------
     path : str or path-like
     config : FeatureConfig
+    return_frames : bool, default False
+        Also return the kept frames' indices, as :func:`extract`.
 
     Returns
     -------
     X : np.ndarray, float32, shape (n_frames, config.n_features)
+    frames : np.ndarray of int, shape (n_frames,)
+        Only with ``return_frames=True``.
 
     Raises
     ------
@@ -548,10 +900,37 @@ def extract_file(path, config) -> np.ndarray:
     --------
     >>> X = extract_file("speech.wav", FeatureConfig.preset("speech"))  # doctest: +SKIP
     """
-    if not isinstance(config, FeatureConfig):
-        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
-    y = audio.load(path, sr=config.sample_rate)
-    X = extract(y, config)
+    _check_config(config)
+    lm = _LogMel(config)
+    for y in audio.stream(path, sr=config.sample_rate):
+        lm.push(y)
+    lm.finish()
+    try:
+        out = _features(lm, config, return_frames)
+    except ParameterError as exc:
+        raise AudioLoadError(path, str(exc)) from None
+    X = out[0] if return_frames else out
     if X.shape[0] == 0:
         raise AudioLoadError(path, "the recording yields no feature frames; it is too short")
-    return X
+    return out
+
+
+def normalize(X, config):
+    """Apply ``config.cmvn`` to feature frames, in place, and return them.
+
+    For frames extracted with ``cmvn="none"`` and cut afterwards (clips of a long
+    recording, :func:`audiogmm.evaluation.cut_clips`): each clip is then normalised on
+    its own, as if it had been extracted alone.
+
+    Parameters
+    ----------
+    X : np.ndarray, float32, shape (n_frames, n_features)
+    config : FeatureConfig
+
+    Returns
+    -------
+    X : np.ndarray
+        The same array.
+    """
+    _check_config(config)
+    return _cmvn(X, config.cmvn, config.cmvn_window_frames)

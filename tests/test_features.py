@@ -61,7 +61,10 @@ def test_defaults_and_derived_sizes():
 
 def test_presets_documented_values():
     assert FeatureConfig.preset("speech") == FeatureConfig()
-    assert FeatureConfig.preset("language") == FeatureConfig()
+    lang = FeatureConfig.preset("language")
+    assert (lang.n_mfcc, lang.deltas, lang.sdc, lang.vad, lang.cmvn) == (7, 0, True, True, "utterance")
+    assert (lang.sdc_n, lang.sdc_d, lang.sdc_p, lang.sdc_k, lang.n_features) == (7, 1, 3, 7, 56)
+    assert FeatureConfig.preset("language", vad=False, sdc_k=3).n_features == 7 + 21
     music = FeatureConfig.preset("music")
     assert music.sample_rate == 22050 and music.n_mels == 64 and music.n_features == 60
     assert FeatureConfig.preset("speech", n_mfcc=13, deltas=0).n_features == 13
@@ -130,7 +133,7 @@ def test_config_is_frozen_and_hashable():
         ({"deltas": 1.0}, r"deltas must be 0, 1 or 2, got 1.0"),
         ({"delta_width": 4}, r"delta_width must be an odd int >= 3, got 4"),
         ({"delta_width": 1}, r"delta_width must be an odd int >= 3, got 1"),
-        ({"cmvn": "CMVN"}, r"cmvn must be one of 'none', 'mean', 'utterance', got 'CMVN'"),
+        ({"cmvn": "CMVN"}, r"cmvn must be one of 'none', 'mean', 'utterance', 'sliding', got 'CMVN'"),
         ({"n_mels": 128, "win_ms": 16}, r"n_mels=128 is too many for a 256-point FFT"),
     ],
 )
@@ -324,3 +327,159 @@ def test_real_files(dataset, pattern):
         assert X.shape[1] == 60 and np.isfinite(X).all()
         assert abs(X.shape[0] - 1 - duration(path) * 100) <= 2
         np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-4)
+
+
+# -- the rest of the front end: constants, sliding CMVN, SDC, VAD, block-wise files ---------
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [
+    (16000, 512, 40, 20.0, None), (22050, 1024, 64, 20.0, None), (8000, 256, 24, 20.0, None),
+    (16000, 512, 40, 100.0, 7000.0), (44100, 2048, 128, 0.0, None),
+])
+def test_mel_basis_and_window_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    np.testing.assert_array_equal(features._mel_basis(sr, n_fft, n_mels, fmin, fmax), ref)
+    win = librosa.util.pad_center(librosa.filters.get_window("hann", n_fft * 3 // 4, fftbins=True), size=n_fft)
+    np.testing.assert_allclose(features._window(n_fft, n_fft * 3 // 4), win, rtol=0, atol=1e-7)
+
+
+def test_old_model_dict_loads_with_defaults():
+    old = {k: v for k, v in FeatureConfig().to_dict().items()
+           if k not in ("cmvn_window", "vad", "vad_threshold_db", "sdc", "sdc_n", "sdc_d", "sdc_p", "sdc_k")}
+    cfg = FeatureConfig.from_dict(old)
+    assert cfg == FeatureConfig() and not cfg.vad and not cfg.sdc and cfg.n_features == 60
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cmvn_window": 0}, r"cmvn_window must be a finite number > 0, got 0"),
+    ({"vad": "yes"}, r"vad must be a bool, got 'yes'"),
+    ({"vad_threshold_db": -3}, r"vad_threshold_db must be a finite number > 0, got -3"),
+    ({"sdc": 1}, r"sdc must be a bool, got 1"),
+    ({"sdc_p": 0}, r"sdc_p must be an int >= 1, got 0"),
+    ({"sdc": True, "n_mfcc": 5}, r"sdc_n must be <= n_mfcc \(5\).*got 7"),
+])
+def test_new_field_validation(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        FeatureConfig(**kwargs)
+
+
+def naive_sliding_cmvn(X, window):
+    """Reference: a loop over frames, Kaldi-style window shifted inwards at the edges."""
+    n = X.shape[0]
+    out = np.empty_like(X, dtype=np.float64)
+    for t in range(n):
+        a = min(max(t - window // 2, 0), max(n - window, 0))
+        w = X[a:a + window].astype(np.float64)
+        std = w.std(axis=0)
+        out[t] = (X[t] - w.mean(axis=0)) / np.where(std > 1e-3, std, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("block", [8192, 7])  # 7: many row blocks, deferred write-back
+@pytest.mark.parametrize("n, window", [(1000, 101), (500, 300), (257, 256), (40, 300), (333, 10)])
+def test_sliding_cmvn_matches_loop(rng, n, window, block, monkeypatch):
+    monkeypatch.setattr(features, "_CMVN_BLOCK_FRAMES", block)
+    X = (rng.standard_normal((n, 6)) * [1, 2, 3, 0, 5, 6] + np.linspace(0, 50, n)[:, None]).astype(np.float32)
+    ref = naive_sliding_cmvn(X, window)
+    got = features._cmvn(X.copy(), "sliding", window)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    centre = got[n // 2 - 2:n // 2 + 3]  # frames whose window is centred: mean ~0 there
+    assert np.isfinite(centre).all()
+
+
+def test_sliding_cmvn_in_extract(speechlike):
+    cfg = FeatureConfig(cmvn="sliding", cmvn_window=0.5)
+    assert cfg.cmvn_window_frames == 50
+    raw = extract(speechlike, FeatureConfig(cmvn="none"))
+    np.testing.assert_allclose(extract(speechlike, cfg), naive_sliding_cmvn(raw, 50), rtol=1e-3, atol=2e-3)
+    # a window longer than the recording is per-recording CMVN
+    np.testing.assert_allclose(extract(speechlike, FeatureConfig(cmvn="sliding", cmvn_window=60.0)),
+                               extract(speechlike, FeatureConfig()), rtol=1e-5, atol=1e-5)
+
+
+def test_sdc_hand_built_example():
+    # 6 frames, 2 cepstra; N-d-P-k = 2-1-2-2: blocks c[t+1]-c[t-1] and c[t+3]-c[t+1], clamped.
+    c = np.array([[0, 0], [1, 10], [4, 20], [9, 30], [16, 40], [25, 50]], dtype=np.float32)
+    cfg = FeatureConfig(n_mfcc=2, n_mels=4, deltas=0, sdc=True, sdc_n=2, sdc_d=1, sdc_p=2, sdc_k=2, cmvn="none")
+    out = np.empty((6, 4), np.float32)
+    features._sdc_into(c, out, cfg)
+    expected = np.array([
+        # t: [c(t+1)-c(t-1)]        [c(t+3)-c(t+1)]
+        [1 - 0, 10 - 0, 9 - 1, 30 - 10],      # t=0: c1-c0 (t-1 clamped to 0), c3-c1
+        [4 - 0, 20 - 0, 16 - 4, 40 - 20],     # t=1: c2-c0, c4-c2
+        [9 - 1, 30 - 10, 25 - 9, 50 - 30],    # t=2: c3-c1, c5-c3
+        [16 - 4, 40 - 20, 25 - 16, 50 - 40],  # t=3: c4-c2, c5(clamped 6)-c4
+        [25 - 9, 50 - 30, 25 - 25, 50 - 50],  # t=4: c5-c3, c5-c5
+        [25 - 16, 50 - 40, 0, 0],             # t=5: c5(clamped)-c4, c5-c5
+    ], dtype=np.float32)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_sdc_columns_in_extract(speechlike):
+    cfg = FeatureConfig(n_mfcc=7, deltas=1, sdc=True, cmvn="none")
+    X = extract(speechlike, cfg)
+    assert X.shape[1] == cfg.n_features == 7 + 7 + 49
+    c = X[:, :7]
+    n = c.shape[0]
+    for i, t in [(0, 50), (3, 10), (6, n - 2)]:  # block i of frame t, by hand
+        lo, hi = min(max(t + 3 * i - 1, 0), n - 1), min(t + 3 * i + 1, n - 1)
+        np.testing.assert_allclose(X[t, 14 + 7 * i:21 + 7 * i], c[hi] - c[lo], rtol=1e-6, atol=1e-5)
+
+
+def voiced_silence_voiced(sr=16000):
+    loud = synth_tone("low", seconds=0.6, sr=sr, seed=5)
+    quiet = (1e-5 * np.random.default_rng(1).standard_normal(int(0.5 * sr))).astype(np.float32)
+    return np.concatenate([loud, quiet, loud])
+
+
+def test_vad_drops_silence_keeps_voice():
+    y = voiced_silence_voiced()
+    cfg = FeatureConfig(vad=True)
+    X, frames = extract(y, cfg, return_frames=True)
+    n_all = 1 + y.size // 160
+    t = frames * 160 / 16000  # frame centres, seconds
+    assert X.shape[0] == frames.size < n_all
+    silent = (t > 0.62) & (t < 1.08)  # well inside the quiet stretch
+    assert not np.any(silent)  # nothing of the silence survives
+    voiced = np.r_[np.arange(0, 58), np.arange(112, 170)]  # frames well inside the tones
+    assert np.isin(voiced, frames).all()
+    # the kept frames are the same rows as without VAD (before CMVN)
+    Xall = extract(y, FeatureConfig(cmvn="none"))
+    np.testing.assert_array_equal(extract(y, FeatureConfig(vad=True, cmvn="none")), Xall[frames])
+    assert not FeatureConfig().vad and extract(y, FeatureConfig()).shape[0] == n_all
+
+
+def test_vad_threshold_and_never_empty(rng):
+    y = voiced_silence_voiced()
+    # a threshold above the silence's level (about 90 dB down) keeps everything
+    assert extract(y, FeatureConfig(vad=True, vad_threshold_db=200)).shape[0] == 1 + y.size // 160
+    silence = np.zeros(8000, np.float32)
+    assert extract(silence, FeatureConfig(vad=True)).shape[0] == 51  # all equal: all kept
+    click = np.zeros(16000, np.float32)
+    click[8000] = 1.0
+    X, frames = extract(click, FeatureConfig(vad=True, vad_threshold_db=1), return_frames=True)
+    assert X.shape[0] >= features._VAD_MIN_FRAMES and np.isfinite(X).all()
+    assert {49, 50, 51} <= set(frames.tolist())  # the frames whose window holds the click
+
+
+@pytest.mark.parametrize("cfg", [
+    FeatureConfig(), FeatureConfig.preset("language"), FeatureConfig.preset("music"),
+    FeatureConfig(cmvn="sliding", cmvn_window=1.0, deltas=1),
+], ids=["default", "language", "music", "sliding"])
+def test_blockwise_file_equals_whole_file(write_wav, monkeypatch, cfg):
+    # 7 s of stereo at 44.1 kHz, resampled; decoded in 1-s blocks -> 7+ blocks, FFT blocks of 64 frames
+    sr = 44100
+    left = np.concatenate([synth_tone(k, seconds=1.0, sr=sr, seed=i) for i, k in
+                           enumerate(["low", "noise", "high", "low", "high", "noise", "low"])])
+    y = np.stack([left, np.roll(left, 100) * 0.5], axis=1)
+    y[sr:sr + sr // 2] *= 1e-4  # a quiet stretch for the VAD and the 80 dB floor
+    path = write_wav("long.wav", y, sr=sr)
+    from audiogmm import audio
+
+    monkeypatch.setattr(features, "_BLOCK_FRAMES", 64)
+    stream = audio.stream
+    monkeypatch.setattr(audio, "stream", lambda p, *, sr: stream(p, sr=sr, block_seconds=1.0))
+    X, frames = extract_file(path, cfg, return_frames=True)
+    Xw, frames_w = extract(audio.load(path, sr=cfg.sample_rate), cfg, return_frames=True)
+    np.testing.assert_array_equal(X, Xw)
+    np.testing.assert_array_equal(frames, frames_w)
