@@ -26,6 +26,8 @@ _EXPORTS = {
     "predict": "pipeline",
     "evaluate": "pipeline",
     "extract_features": "pipeline",
+    "predict_segments": "pipeline",
+    "FeatureCache": "cache",
     "discover": "dataset",
     "AudiogmmError": "exceptions",
     "ParameterError": "exceptions",

@@ -28,40 +28,85 @@ scikit-learn's estimator checks work unchanged).
 """
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy.special import log_softmax, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
-from .gmm import DiagonalGMM, score_samples_many
+from .gmm import DiagonalGMM, score_samples_many, select_n_components
 
-__all__ = ["GMMClassifier"]
+__all__ = ["GMMClassifier", "N_COMPONENTS_GRID"]
 
 #: Frames scored together when many short recordings are scored at once.
 _BATCH_FRAMES = 1 << 16
+#: Candidate numbers of components for ``n_components="auto"`` (those above a class's
+#: number of frames are skipped); each class keeps the K of lowest BIC.
+N_COMPONENTS_GRID = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _not_fitted_error(message):
+    """audiogmm's NotFittedError, also a scikit-learn NotFittedError when sklearn is installed.
+
+    scikit-learn's checks (and ``check_is_fitted`` users) catch their own class; importing it
+    only here keeps scikit-learn out of ``import audiogmm``.
+    """
+    try:
+        from sklearn.exceptions import NotFittedError as SkNotFittedError
+    except ImportError:  # pragma: no cover
+        return NotFittedError(message)
+    cls = type("NotFittedError", (NotFittedError, SkNotFittedError), {"__module__": NotFittedError.__module__})
+    return cls(message)
+
+
+def _as_float(x, name):
+    """``x`` as a float32 (kept) or float64 array; rejects complex, sparse and non-numbers."""
+    if np.iscomplexobj(x):
+        raise ParameterError(f"{name}: Complex data not supported; pass real-valued features")
+    if x.dtype == object:
+        return x.astype(np.float64)  # TypeError for non-numbers, as NumPy/scikit-learn
+    if x.dtype.kind not in "biuf":
+        raise ParameterError(f"{name} must hold numbers, got dtype {x.dtype}")
+    return np.asarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64)
+
+
+def _is_sparse(X):
+    return hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse")
 
 
 def _as_recordings(X, *, name="X"):
-    """Return a list of float 2-D arrays (one per recording) from a sequence or a 2-D array."""
-    if isinstance(X, np.ndarray) and X.ndim == 2:
-        if not np.issubdtype(X.dtype, np.number):
-            raise ParameterError(f"{name} must hold numbers, got dtype {X.dtype}")
-        X = np.asarray(X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
-        return [X[i : i + 1] for i in range(X.shape[0])], X
-    if isinstance(X, np.ndarray) or not hasattr(X, "__len__"):
+    """Return ``(recordings, stacked)``: a list of float 2-D arrays (one per recording), and
+    the 2-D array itself when ``X`` was one recording per row (else None).
+
+    A list or tuple whose first item is 2-D is a sequence of recordings; anything else
+    (an array, a list of rows, an object with ``__array__``) must be 2-D, one recording per row.
+    """
+    if _is_sparse(X):
+        raise ParameterError(f"{name}: sparse input is not supported; pass a dense array "
+                             f"({name}.toarray()) or a list of dense (n_frames, n_features) arrays")
+    if isinstance(X, (list, tuple)) and len(X) > 0 and np.ndim(X[0]) == 2:
+        recordings = []
+        for i, x in enumerate(X):
+            if _is_sparse(x):
+                raise ParameterError(f"{name}[{i}]: sparse input is not supported; pass dense arrays")
+            x = np.asarray(x)
+            if x.ndim != 2:
+                raise ParameterError(f"{name}[{i}] must be a 2-D (n_frames, n_features) array, got shape {x.shape}")
+            recordings.append(_as_float(x, f"{name}[{i}]"))
+        return recordings, None
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array "
+                             f"({exc})") from None
+    if arr.ndim != 2:
         raise ParameterError(
-            f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array, "
-            f"got {type(X).__name__} with shape {getattr(X, 'shape', None)}"
+            f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array (one recording "
+            f"per row), got {type(X).__name__} with shape {arr.shape}. Reshape your data with "
+            f"{name}.reshape(-1, 1) for a single feature or {name}.reshape(1, -1) for a single recording"
         )
-    recordings = []
-    for i, x in enumerate(X):
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise ParameterError(f"{name}[{i}] must be a 2-D (n_frames, n_features) array, got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise ParameterError(f"{name}[{i}] must hold numbers, got dtype {x.dtype}")
-        recordings.append(np.asarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64))
-    return recordings, None
+    arr = _as_float(arr, name)
+    return [arr[i : i + 1] for i in range(arr.shape[0])], arr
 
 
 class GMMClassifier:
@@ -69,8 +114,12 @@ class GMMClassifier:
 
     Parameters
     ----------
-    n_components : int, default=8
-        Mixture components per class.
+    n_components : int or "auto", default=8
+        Mixture components per class. ``"auto"``: each class's K is chosen by BIC over
+        :data:`N_COMPONENTS_GRID` = (1, 2, 4, 8, 16, 32, 64) (candidates above the class's
+        number of frames are skipped) with :func:`audiogmm.gmm.select_n_components`; the
+        chosen K are in ``n_components_`` (fits one mixture per candidate: about 2x the
+        time of fitting K=64 alone).
     tol, reg_covar, max_iter, n_init, init_params, dtype
         Passed to each class's :class:`~audiogmm.gmm.DiagonalGMM`.
     priors : None, "uniform", "empirical" or array-like of shape (n_classes,), default=None
@@ -81,7 +130,8 @@ class GMMClassifier:
     random_state : None, int or numpy.random.Generator, default=None
         Seeds every class's initialisation (each class gets its own stream derived from it).
     n_jobs : int or None, default=None
-        Classes trained in parallel (threads; BLAS capped at one thread each). ``None`` = 1.
+        Classes trained in parallel (threads; BLAS capped at one thread each). ``None`` = 1;
+        -1 = all CPUs. The result does not depend on it (each class has its own seed).
 
     Attributes
     ----------
@@ -96,6 +146,12 @@ class GMMClassifier:
         Training recordings per class.
     n_frames_ : ndarray of shape (n_classes,)
         Training frames per class.
+    n_components_ : ndarray of shape (n_classes,)
+        Components of each class's mixture (differs between classes with ``"auto"``).
+    bic_ : list of dict or None
+        With ``n_components="auto"``: per class, the BIC of every candidate K fitted.
+    n_iter_ : ndarray of shape (n_classes,)
+        EM iterations of each class's mixture.
 
     Examples
     --------
@@ -159,14 +215,13 @@ class GMMClassifier:
         return hasattr(self, "gmms_")
 
     def __sklearn_tags__(self):
-        from sklearn.base import ClassifierMixin, BaseEstimator  # noqa: F401  (only when sklearn asks)
-        from sklearn.utils import Tags, ClassifierTags, TargetTags, InputTags
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # only when sklearn asks
 
         return Tags(
             estimator_type="classifier",
             target_tags=TargetTags(required=True),
             classifier_tags=ClassifierTags(),
-            input_tags=InputTags(),
+            input_tags=InputTags(allow_nan=False),
         )
 
     # -- validation ----------------------------------------------------------------------
@@ -176,18 +231,23 @@ class GMMClassifier:
             max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype,
         )
 
+    def _auto(self):
+        return isinstance(self.n_components, str) and self.n_components == "auto"
+
     def _validate_params(self):
         k = self.n_components
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-            raise ParameterError(f"n_components must be an int >= 1, got {k!r}")
-        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0):
-            raise ParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
+        if not self._auto() and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
+            raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by BIC")
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or isinstance(self.n_jobs, bool)
+                                        or self.n_jobs == 0 or self.n_jobs < -1):
+            raise ParameterError(f"n_jobs must be None, -1 or an int >= 1, got {self.n_jobs!r}")
         if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
             raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
         if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
             raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
         # Let DiagonalGMM check its own parameters before any work.
-        DiagonalGMM(**self._gmm_params())._validated_params()
+        DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
+        _entropy(self.random_state, check_only=True)
 
     def _resolve_priors(self, n_recordings):
         p = self.priors
@@ -226,10 +286,11 @@ class GMMClassifier:
             A class has fewer frames than ``n_components``.
         """
         self._validate_params()
+        if y is None:
+            raise ParameterError("GMMClassifier requires y to be passed, but the target y is None: "
+                                 "give one label per recording")
         recordings, _ = _as_recordings(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != len(recordings):
-            raise ParameterError(f"y must be 1-D with one label per recording ({len(recordings)}), got shape {y.shape}")
+        y = _check_y(y, len(recordings))
         if len(recordings) == 0:
             raise ParameterError("X holds no recording: give at least one recording per class")
         widths = {r.shape[1] for r in recordings}
@@ -239,34 +300,46 @@ class GMMClassifier:
             if not np.all(np.isfinite(r)):
                 raise ParameterError(f"X[{i}] contains NaN or infinity")
         classes, y_idx = np.unique(y, return_inverse=True)
-        if classes.size < 1:
-            raise ParameterError("y holds no label")
+        auto = self._auto()
         frames = []
         for c, label in enumerate(classes):
             parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
             Xc = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            if Xc.shape[0] < self.n_components:
+            if not auto and Xc.shape[0] < self.n_components:
                 raise TrainingError(
                     f"class {_plain(label)!r} has {Xc.shape[0]} frame(s) from {len(parts)} recording(s), fewer than "
                     f"n_components={self.n_components}: add audio to it or lower n_components"
                 )
             frames.append(Xc)
+        seeds = np.random.SeedSequence(_entropy(self.random_state)).spawn(classes.size)
+        params = self._gmm_params()
+        if auto:
+            del params["n_components"]
+            tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd))))
+                     for Xc, sd in zip(frames, seeds)]
+        else:
+            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd)), Xc))
+                     for Xc, sd in zip(frames, seeds)]
+        results = _run_all(tasks, self.n_jobs)
         self.classes_ = classes
         self.n_features_in_ = widths.pop()
         self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
         self.n_frames_ = np.array([f.shape[0] for f in frames])
-        seeds = np.random.SeedSequence(_entropy(self.random_state)).spawn(classes.size)
-        gmms = [
-            DiagonalGMM(**self._gmm_params(), random_state=np.random.default_rng(s)) for s in seeds
-        ]
-        self.gmms_ = _fit_all(gmms, frames, self.n_jobs)
+        if auto:
+            self.gmms_ = [g for g, _ in results]
+            self.bic_ = [values for _, values in results]
+        else:
+            self.gmms_ = results
+            self.bic_ = None
+        self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
+        self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
         self.class_prior_ = self._resolve_priors(self.n_recordings_)
         return self
 
     # -- scoring -------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "gmms_"):
-            raise NotFittedError("this GMMClassifier is not fitted yet: call fit() first")
+            raise _not_fitted_error("this GMMClassifier is not fitted yet: call fit() first")
 
     def score_recordings(self, X):
         """Mean frame log-likelihood of each recording under each class's mixture.
@@ -282,10 +355,11 @@ class GMMClassifier:
         """
         self._check_fitted()
         recordings, stacked = _as_recordings(X)
-        for i, r in enumerate(recordings):
+        for i, r in enumerate(recordings if stacked is None else recordings[:1]):
             if r.shape[1] != self.n_features_in_:
                 raise ParameterError(
-                    f"X[{i}] has {r.shape[1]} features but the classifier was trained on {self.n_features_in_}"
+                    f"{'X' if stacked is not None else f'X[{i}]'} has {r.shape[1]} features, but GMMClassifier "
+                    f"is expecting {self.n_features_in_} features as input (the features it was trained on)"
                 )
             if r.shape[0] == 0:
                 raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
@@ -308,25 +382,40 @@ class GMMClassifier:
             start = stop
         return out
 
-    def decision_function(self, X):
-        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label."""
+    def joint_scores(self, X):
+        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label.
+
+        Unlike :meth:`decision_function`, always one column per class.
+        """
         return self.score_recordings(X) + np.log(self.class_prior_)
+
+    def decision_function(self, X):
+        """Scores plus log priors, as scikit-learn classifiers return them.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_recordings, n_classes), or (n_recordings,) for two classes
+            :meth:`joint_scores`; with two classes, as in scikit-learn, the difference
+            ``column 1 - column 0`` (the log-odds of ``classes_[1]``: > 0 predicts it).
+        """
+        d = self.joint_scores(X)
+        return d[:, 1] - d[:, 0] if d.shape[1] == 2 else d
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, shape (n_recordings, n_classes)."""
-        return log_softmax(self.decision_function(X), axis=1)
+        return log_softmax(self.joint_scores(X), axis=1)
 
     def predict_proba(self, X):
         """Class probabilities ``softmax(score + log prior)``, shape (n_recordings, n_classes).
 
         See the module docstring for what they mean (and do not mean).
         """
-        return softmax(self.decision_function(X), axis=1)
+        return softmax(self.joint_scores(X), axis=1)
 
     def predict(self, X):
         """The label of highest ``score + log prior`` for each recording, shape (n_recordings,)."""
-        decision = self.decision_function(X)
-        return self.classes_[np.argmax(decision, axis=1)]
+        best = np.argmax(self.joint_scores(X), axis=1)  # checks fitted first
+        return self.classes_[best]
 
     def score(self, X, y):
         """Accuracy of :meth:`predict` on ``(X, y)`` (scikit-learn protocol)."""
@@ -345,30 +434,71 @@ def _equal(a, b):
         return False
 
 
-def _entropy(random_state):
+def _check_y(y, n_recordings):
+    """Labels as a 1-D array of ``n_recordings`` class labels (scikit-learn's rules)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        try:
+            from sklearn.exceptions import DataConversionWarning as warning_class
+        except ImportError:  # pragma: no cover
+            warning_class = UserWarning
+        warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                      "to (n_samples,), for example using ravel().", warning_class, stacklevel=3)
+        y = y.ravel()
+    if y.ndim != 1 or y.shape[0] != n_recordings:
+        raise ParameterError(f"y must be 1-D with one label per recording ({n_recordings}), got shape {y.shape}")
+    if y.dtype.kind in "fc":
+        if not np.all(np.isfinite(y)):
+            raise ParameterError("Input y contains NaN or infinity: every recording needs a label")
+        if np.any(y != np.round(y.real)):
+            raise ParameterError("Unknown label type: continuous. GMMClassifier needs class labels "
+                                 "(str or int), not continuous targets")
+    return y
+
+
+def _entropy(random_state, check_only=False):
     """An integer seed for SeedSequence from None, an int or a Generator/RandomState."""
     if random_state is None:
         return None
-    if isinstance(random_state, numbers.Integral):
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
         return int(random_state)
     if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**63))
+        return None if check_only else int(random_state.integers(2**63))
     if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31))
-    raise ParameterError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+        return None if check_only else int(random_state.randint(2**31))
+    raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
 
 
 def _fit_one(gmm, X):
     return gmm.fit(X)
 
 
-def _fit_all(gmms, frames, n_jobs):
-    """Fit each class's mixture; in threads with one BLAS thread each when ``n_jobs`` > 1."""
+def _select_one(X, params):
+    return select_n_components(X, N_COMPONENTS_GRID, **params)
+
+
+def _run_all(tasks, n_jobs):
+    """Run ``fn(*args)`` for each task, in order; in ``n_jobs`` threads when > 1.
+
+    Threads (not processes): the EM spends its time in BLAS and NumPy loops that release the
+    GIL, so threads share the frames without copying them to worker processes. BLAS is capped
+    at one thread for the whole run (threadpoolctl, process-wide) so that ``n_jobs`` classes do
+    not each start a BLAS pool; each fit's own one-thread limit then nests inside it and
+    restores one thread on exit. Results are identical for any ``n_jobs``: every class has its
+    own seed and its fit does not depend on the others.
+    """
+    import os
+
     n_jobs = 1 if n_jobs is None else int(n_jobs)
-    if n_jobs == 1 or len(gmms) == 1:
-        return [g.fit(X) for g, X in zip(gmms, frames)]
+    if n_jobs < 0:
+        n_jobs = os.cpu_count() or 1
+    if n_jobs == 1 or len(tasks) == 1:
+        return [fn(*args) for fn, args in tasks]
     from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
-        return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_one)(g, X) for g, X in zip(gmms, frames))
+    with threadpool_limits(limits=1, user_api="blas"):
+        return Parallel(n_jobs=min(n_jobs, len(tasks)), prefer="threads")(
+            delayed(fn)(*args) for fn, args in tasks)

@@ -156,12 +156,35 @@ def _feature_options(func):
         click.option("--win-ms", type=float, default=None, help="Analysis window, in ms [25]."),
         click.option("--hop-ms", type=float, default=None, help="Hop between frames, in ms [10]."),
         click.option("--deltas", type=click.IntRange(0, 2), default=None, help="0: MFCC only, 1: +delta, 2: +delta-delta [2]."),
-        click.option("--cmvn", type=click.Choice(["none", "mean", "utterance"]), default=None,
-                     help="Per-recording normalisation: none, mean only, or mean and variance [utterance]."),
+        click.option("--cmvn", type=click.Choice(["none", "mean", "utterance", "sliding"]), default=None,
+                     help="Normalisation: none, mean only, mean and variance per recording, or over a "
+                          "sliding window [utterance]."),
+        click.option("--cmvn-window", type=float, default=None, metavar="SECONDS",
+                     help="Window of --cmvn sliding, in seconds [3]."),
+        click.option("--vad/--no-vad", default=None,
+                     help="Drop frames quieter than --vad-threshold-db below the recording's loud end "
+                          "[off; on for --preset language]."),
+        click.option("--vad-threshold-db", type=float, default=None, metavar="DB",
+                     help="VAD: keep frames within this many dB of the 99th-percentile frame energy [40]."),
+        click.option("--sdc/--no-sdc", default=None,
+                     help="Append shifted delta cepstra N-d-P-k [off; on for --preset language]."),
+        click.option("--sdc-n", type=int, default=None, help="SDC: static coefficients used (N) [7]."),
+        click.option("--sdc-d", type=int, default=None, help="SDC: delta spread in frames (d) [1]."),
+        click.option("--sdc-p", type=int, default=None, help="SDC: shift between blocks in frames (P) [3]."),
+        click.option("--sdc-k", type=int, default=None, help="SDC: blocks stacked (k) [7]."),
     ]
     for opt in reversed(opts):
         func = opt(func)
     return func
+
+
+def _cache_option(func):
+    return click.option(
+        "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        envvar="AUDIOGMM_CACHE", show_envvar=True, metavar="DIR",
+        help="Feature cache folder: features are read from it when present and written to it "
+             "otherwise (keyed on each file's path, size and mtime plus the feature options).",
+    )(func)
 
 
 def _feature_config(preset, **overrides):
@@ -176,36 +199,93 @@ Examples:
   audiogmm train SONGS/ -o genres.agmm --preset music --n-components 16
   audiogmm train speakers.csv -o spk.agmm --preset speech --jobs 2
   audiogmm train ../shared/data/speaker/MANIFEST.tsv -o spk.agmm --exclude '*_[0-4].wav'
+  audiogmm train speakers.csv -o spk.agmm --method ubm -k 64 --relevance-factor 16
+  audiogmm train ../shared/data/soundtrack/MANIFEST.tsv -o st.agmm --preset music --clip 30
 """
+
+
+class _IntOrAuto(click.ParamType):
+    """An int, or the word 'auto' (``--n-components auto``)."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an int or 'auto'", param, ctx)
+
+
+def _model_options(func):
+    """Options of the training recipe, shared by ``train`` and ``evaluate`` with a protocol."""
+    opts = [
+        click.option("--method", type=click.Choice(["per-class", "ubm"]), default=None,
+                     help="per-class: one GMM per class by EM; ubm: a universal background model with "
+                          "MAP-adapted class models, scored by log-likelihood ratio [the preset's; per-class "
+                          "without --preset]."),
+        click.option("-k", "--n-components", type=_IntOrAuto(), default=None,
+                     help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; 8 "
+                          "without --preset]. per-class also takes 'auto': each class's K chosen by BIC "
+                          "over 1, 2, 4, ..., 64."),
+        click.option("--max-iter", type=int, default=100, show_default=True, help="Most EM iterations per mixture."),
+        click.option("--tol", type=float, default=1e-3, show_default=True,
+                     help="Stop EM when the mean log-likelihood gains less."),
+        click.option("--reg-covar", type=float, default=1e-3, show_default=True, help="Floor added to every variance."),
+        click.option("--n-init", type=int, default=1, show_default=True, help="EM restarts per mixture; the best is kept."),
+        click.option("--priors", type=click.Choice(["uniform", "empirical"]), default="uniform", show_default=True,
+                     help="Class priors: equal, or proportional to training recordings."),
+        click.option("--relevance-factor", type=float, default=None,
+                     help="ubm: MAP relevance factor r, alpha = n / (n + r) [the preset's; 16]."),
+        click.option("--top-c", type=click.IntRange(min=0), default=5, show_default=True,
+                     help="ubm: score each frame's class models on its top-C UBM components (0: all)."),
+        click.option("--adapt", default="means", show_default=True, metavar="PARTS",
+                     help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances."),
+        click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                     help="Cut recordings into clips of SECONDS and train (and test) on the clips."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same data and seed, same model."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _recipe(preset, method, n_components, relevance_factor, top_c, **rest):
+    """Training keyword arguments: explicit options over the preset's training defaults."""
+    from .pipeline import TRAIN_PRESETS
+
+    defaults = {"method": "per-class", "n_components": 8, "relevance_factor": 16.0}
+    if preset:
+        defaults.update(TRAIN_PRESETS.get(preset, {}))
+    given = {"method": method, "n_components": n_components, "relevance_factor": relevance_factor}
+    out = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
+    out["top_c"] = None if top_c == 0 else top_c
+    return {**out, **rest}
 
 
 @main.command(epilog=TRAIN_EPILOG)
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Model file to write (replaced atomically if it exists).")
-@click.option("-k", "--n-components", type=int, default=8, show_default=True, help="Mixture components per class.")
-@click.option("--max-iter", type=int, default=100, show_default=True, help="Most EM iterations per class.")
-@click.option("--tol", type=float, default=1e-3, show_default=True, help="Stop EM when the mean log-likelihood gains less.")
-@click.option("--reg-covar", type=float, default=1e-3, show_default=True, help="Floor added to every variance.")
-@click.option("--n-init", type=int, default=1, show_default=True, help="EM restarts per class; the best is kept.")
-@click.option("--priors", type=click.Choice(["uniform", "empirical"]), default="uniform", show_default=True,
-              help="Class priors: equal, or proportional to training recordings.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same data and seed, same model.")
+@_model_options
 @_feature_options
 @_filters
+@_cache_option
 @_common
 @_handle_errors
-def train(data, output, n_components, max_iter, tol, reg_covar, n_init, priors, seed, preset, include, exclude,
-          jobs, quiet, **feature_overrides):
+def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
+          adapt, clip, seed, preset, include, exclude, cache_dir, jobs, quiet, **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
     _show_warnings(quiet)
     config = _feature_config(preset, **feature_overrides)
+    recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt=adapt, clip=clip)
     model = pipeline.train(
-        data, feature_config=config, n_components=n_components, max_iter=max_iter, tol=tol,
+        data, feature_config=config, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, n_init=n_init, priors=priors, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, progress=_Progress(quiet),
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet), **recipe,
     )
     model.summary["preset"] = preset
     model.save(output)
@@ -232,6 +312,7 @@ Examples:
   audiogmm predict genres.agmm song.mp3
   audiogmm predict genres.agmm new_folder/ --format csv > labels.csv
   audiogmm predict spk.agmm a.wav b.wav --format json
+  audiogmm predict lang.agmm podcast.ogg --segment 5     # a timeline, one label per 5 s
 """
 
 
@@ -240,16 +321,25 @@ Examples:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @_format_option()
 @_min_confidence_option
+@click.option("--segment", type=float, default=None, metavar="SECONDS",
+              help="Print a timeline per recording instead: start, end, label and probabilities of "
+                   "every SECONDS-long stretch.")
+@_cache_option
 @_common
 @_handle_errors
-def predict(model_path, paths, fmt, min_confidence, jobs, quiet):
+def predict(model_path, paths, fmt, min_confidence, segment, cache_dir, jobs, quiet):
     """Label each recording in PATHS (files, or folders searched recursively)."""
     from . import pipeline
 
     _show_warnings(quiet)
     model = _load(model_path)
+    if segment is not None:
+        timelines, n_other = pipeline.predict_segments(model, paths, segment, min_confidence=min_confidence,
+                                                       n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet))
+        _print_timelines(timelines, n_other, model.classes, fmt, quiet, paths)
+        return
     preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence, n_jobs=jobs,
-                                      progress=_Progress(quiet))
+                                      cache_dir=cache_dir, progress=_Progress(quiet))
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
     classes = model.classes
@@ -272,6 +362,47 @@ def predict(model_path, paths, fmt, min_confidence, jobs, quiet):
         raise click.ClickException("no recording could be read")
 
 
+def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
+    if not timelines:
+        raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
+    if fmt == "json":
+        click.echo(json.dumps([{
+            "path": t.path, "duration": t.duration, "error": t.error,
+            "segments": [{"start": s.start, "end": s.end, "label": s.label, "confidence": s.confidence,
+                          "n_frames": s.n_frames,
+                          "probabilities": None if s.probabilities is None
+                          else dict(zip(classes, map(float, s.probabilities)))} for s in t.segments],
+        } for t in timelines], indent=2))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["path", "start", "end", "label", "confidence"] + [f"p_{c}" for c in classes] + ["error"])
+        for t in timelines:
+            if t.error is not None:
+                w.writerow([t.path, "", "", "", ""] + [""] * len(classes) + [t.error])
+            for s in t.segments:
+                probs = [f"{x:.6f}" for x in s.probabilities] if s.probabilities is not None else [""] * len(classes)
+                w.writerow([t.path, f"{s.start:.3f}", f"{s.end:.3f}", s.label or "",
+                            f"{s.confidence:.6f}" if s.label else ""] + probs + [""])
+    else:
+        blocks = []
+        for t in timelines:
+            if t.error is not None:
+                blocks.append(f"{t.path}: skipped ({t.error})")
+                continue
+            rows = [[f"{s.start:.2f}", f"{s.end:.2f}", s.label or "(silence)"]
+                    + ([f"{x:.3f}" for x in s.probabilities] if s.probabilities is not None else [""] * len(classes))
+                    for s in t.segments]
+            blocks.append(f"{t.path} ({t.duration:.2f} s)\n"
+                          + _table(rows, ["start", "end", "label", *classes], [">", ">", "<"] + [">"] * len(classes)))
+        click.echo("\n\n".join(blocks))
+    n_bad = sum(t.error is not None for t in timelines)
+    if not quiet and (n_bad or n_other):
+        click.echo(f"{len(timelines) - n_bad} segmented, {n_bad} skipped as unreadable, "
+                   f"{n_other} non-audio file(s) passed over", err=True)
+    if n_bad == len(timelines):
+        raise click.ClickException("no recording could be read")
+
+
 def _prediction_dict(p, classes):
     d = {"path": p.path, "label": p.label, "confidence": p.confidence, "n_frames": p.n_frames, "error": p.error}
     if p.probabilities is not None:
@@ -286,24 +417,132 @@ Examples:
   audiogmm evaluate genres.agmm TEST/
   audiogmm evaluate spk.agmm ../shared/data/speaker/MANIFEST.tsv --include '*_[0-4].wav'
   audiogmm evaluate genres.agmm TEST/ --format json > report.json
+\b
+Without a model: train and test by cross-validation, no group on both sides
+  audiogmm evaluate ../shared/data/language/SPEAKERS.tsv --preset language --group-by speaker_or_contributor
+  audiogmm evaluate SONGS/ --preset music --cv 5 --group-by '^[^/]+/([^/]+)/' --format json > cv.json
+  audiogmm evaluate ../shared/data/speaker/MANIFEST.tsv --preset speech --test '*_[0-4].wav' --method ubm
+  audiogmm evaluate ../shared/data/soundtrack/MANIFEST.tsv --preset music --clip 30 --cv 3
 """
 
 
 @main.command(epilog=EVALUATE_EPILOG)
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("sources", metavar="[MODEL] DATA", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--cv", "n_splits", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Without MODEL: K-fold cross-validation stratified by class [5].")
+@click.option("--group-by", default=None, metavar="COLUMN|REGEX",
+              help="Without MODEL: recordings sharing this key never straddle train and test: a manifest "
+                   "column, or a regular expression on the path (its named or first group) [each file].")
+@click.option("--test", "test_globs", multiple=True, metavar="GLOB",
+              help="Without MODEL: a fixed split; recordings matching are the test set, the rest train. Repeatable.")
+@click.option("--test-list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Without MODEL: a fixed split; FILE lists the test recordings, one path a line.")
+@click.option("--train-list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="With --test/--test-list: the training recordings [all others].")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PNG",
+              help="Also draw the confusion matrix and DET curve into PNG (needs matplotlib).")
+@_model_options
+@_feature_options
 @_format_option(("table", "json"))
 @_filters
+@_cache_option
 @_common
 @_handle_errors
-def evaluate(model_path, data, fmt, include, exclude, jobs, quiet):
-    """Score MODEL on labelled DATA: accuracy, per-class precision/recall/F1, confusion matrix."""
+def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plot, method, n_components, max_iter,
+             tol, reg_covar, n_init, priors, relevance_factor, top_c, adapt, clip, seed, preset, fmt, include,
+             exclude, cache_dir, jobs, quiet, **feature_overrides):
+    """Score MODEL on labelled DATA, or (without MODEL) a training recipe on DATA by cross-validation.
+
+    Reports accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1, the confusion
+    matrix and the equal error rate of one-vs-rest trials (--format json adds the DET curve).
+    """
     from . import pipeline
 
     _show_warnings(quiet)
-    model = _load(model_path)
-    ev = pipeline.evaluate(model, data, include=include, exclude=exclude, n_jobs=jobs, progress=_Progress(quiet))
+    if len(sources) > 2:
+        raise click.UsageError("give DATA, or MODEL and DATA")
+    protocol_opts = {"--cv": n_splits, "--group-by": group_by, "--test": test_globs or None,
+                     "--test-list": test_list, "--train-list": train_list}
+    if len(sources) == 2:
+        given = [name for name, v in protocol_opts.items() if v is not None]
+        if given or clip is not None:
+            raise click.UsageError(f"{', '.join(given + (['--clip'] if clip is not None else []))} "
+                                   f"only apply without a MODEL (cross-validating a recipe on DATA)")
+        model = _load(sources[0])
+        ev = pipeline.evaluate(model, sources[1], include=include, exclude=exclude, n_jobs=jobs,
+                               cache_dir=cache_dir, progress=_Progress(quiet))
+    else:
+        data = sources[0]
+        if train_list is not None and not (test_globs or test_list):
+            raise click.UsageError("--train-list needs --test or --test-list")
+        if n_splits is not None and (test_globs or test_list):
+            raise click.UsageError("--cv and --test/--test-list are alternatives: give one")
+        test = list(test_globs) + (_read_list(test_list) if test_list else [])
+        config = _feature_config(preset, **feature_overrides)
+        recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt=adapt, clip=clip)
+        ev = pipeline.cross_validate(
+            data, feature_config=config, n_splits=n_splits or 5, group_by=group_by, test=test or None,
+            train=_read_list(train_list) if train_list else None, max_iter=max_iter, tol=tol,
+            reg_covar=reg_covar, n_init=n_init, priors=priors, include=include, exclude=exclude, n_jobs=jobs,
+            random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet), **recipe,
+        )
+    if plot is not None:
+        _plot(ev, plot, quiet)
     click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+
+
+def _read_list(path):
+    """Non-empty, non-comment lines of a list file."""
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def _plot(ev, path, quiet):
+    """Confusion matrix (and DET curve when there is one) into a PNG; a warning without matplotlib."""
+    import numpy as np
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if not quiet:
+            click.echo("Warning: --plot needs matplotlib (pip install 'audiogmm[plot]'); no PNG written", err=True)
+        return
+    n = 2 if ev.verification else 1
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 5), squeeze=False)
+    ax = axes[0, 0]
+    ax.imshow(ev.confusion, cmap="Blues")
+    ax.set_xticks(range(len(ev.labels)), ev.labels, rotation=90)
+    ax.set_yticks(range(len(ev.labels)), ev.labels)
+    for (i, j), v in np.ndenumerate(ev.confusion):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {ev.accuracy:.3f}")
+    if ev.verification:
+        from scipy.stats import norm
+
+        det = ev.verification["det"]
+        fa, miss = (np.clip(np.asarray(det[k]), 1e-4, 1 - 1e-4) for k in ("false_alarm", "miss"))
+        ax = axes[0, 1]
+        ax.plot(norm.ppf(fa), norm.ppf(miss))
+        ticks = [0.001, 0.01, 0.05, 0.2, 0.5]
+        ax.set_xticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+        ax.set_yticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+        ax.set_xlabel("false alarm rate")
+        ax.set_ylabel("miss rate")
+        ax.set_title(f"DET (one vs rest), EER {100 * ev.eer:.2f} %")
+        ax.grid(True)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
 
 
 def _evaluation_report(ev):
@@ -313,14 +552,63 @@ def _evaluation_report(ev):
         f"accuracy           {ev.accuracy:.4f}  ({correct}/{n} recordings, {len(ev.skipped)} skipped)",
         f"balanced accuracy  {ev.balanced_accuracy:.4f}",
         f"macro F1           {ev.macro_f1:.4f}",
-        "",
     ]
+    if ev.verification is not None:
+        lines.append(f"EER (one vs rest)  {ev.verification['eer']:.4f}")
+    if ev.protocol is not None:
+        p = ev.protocol
+        accs = " ".join(f"{f['accuracy']:.3f}" for f in ev.folds)
+        lines.append(f"protocol           {p['kind']}, {p['n_splits']} split(s), {p['n_groups']} groups"
+                     f"{' by ' + repr(p['group_by']) if p['group_by'] else ''}, method {p['method']}, "
+                     f"K={p['n_components']}{', clips of %g s' % p['clip'] if p['clip'] else ''}")
+        lines.append(f"split accuracy     {accs}  (mean {p['fold_accuracy_mean']:.4f}, "
+                     f"std {p['fold_accuracy_std']:.4f})")
+    lines.append("")
     rows = [[lab, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", s]
             for lab, p, r, f, s in zip(ev.labels, ev.precision, ev.recall, ev.f1, ev.support)]
     lines.append(_table(rows, ["class", "precision", "recall", "f1", "support"]))
     lines += ["", "confusion matrix (rows: true label, columns: predicted)"]
     lines.append(_table([[lab, *row] for lab, row in zip(ev.labels, ev.confusion.tolist())], ["", *ev.labels]))
     return "\n".join(lines)
+
+
+# -- features -------------------------------------------------------------------------------
+FEATURES_EPILOG = """\b
+Examples:
+  audiogmm features SONGS/ -o feats/ --preset music --jobs 2
+  audiogmm train SONGS/ -o genres.agmm --preset music --cache feats/   # reads, never decodes
+  AUDIOGMM_CACHE=feats/ audiogmm evaluate genres.agmm TEST/
+"""
+
+
+@main.command(epilog=FEATURES_EPILOG)
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              metavar="FEATURES_DIR", help="Cache folder to fill (created if missing); pass it later as --cache.")
+@_feature_options
+@_filters
+@_format_option(("table", "json"))
+@_common
+@_handle_errors
+def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feature_overrides):
+    """Precompute the features of DATA (folders, manifests or audio files) into a cache folder.
+
+    Use the same feature options (--preset ...) as the train/predict runs that will read it.
+    """
+    from . import pipeline
+
+    _show_warnings(quiet)
+    config = _feature_config(preset, **feature_overrides)
+    summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
+                                      n_jobs=jobs, progress=_Progress(quiet))
+    if fmt == "json":
+        click.echo(json.dumps({**summary, "cache": str(cache_dir), "feature_config": config.to_dict()}, indent=2))
+    else:
+        click.echo(f"{summary['n_files']} recordings: {summary['n_extracted']} extracted, "
+                   f"{summary['n_cached']} already cached, {summary['n_skipped']} skipped -> {cache_dir} "
+                   f"({summary['frames']} frames of {config.n_features} features)")
+    if summary["n_files"] and summary["n_skipped"] == summary["n_files"]:
+        raise click.ClickException("no recording could be read")
 
 
 # -- info -----------------------------------------------------------------------------------

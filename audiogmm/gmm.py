@@ -84,6 +84,7 @@ import inspect
 import logging
 import math
 import numbers
+import queue
 import warnings
 from typing import NamedTuple
 
@@ -97,9 +98,17 @@ __all__ = ["DiagonalGMM", "score_samples_many", "select_n_components"]
 _LOGGER = logging.getLogger(__name__)
 _LOG_2PI = math.log(2.0 * math.pi)
 
-#: Default number of frames per block (measured on the target machine: the float32 GEMM
-#: rate and the cost of the element-wise passes are flat between about 1k and 4k rows).
-DEFAULT_BLOCK_SIZE = 2048
+#: Default number of frames per block (``block_size=None``). Measured on the target machine
+#: (bench/gmm.py, D=40): 1024 rows beat 512, 2048, 4096 and 8192 for K = 8, 64 and 256 --
+#: the block's design (2D+2 rows), centred frames and responsibilities (K rows) then stay
+#: in the 2 MiB L2 cache, and the M-step GEMM ``E @ Z`` at K=8 is 2-3x slower from 2048
+#: rows on. Beyond K=256 the block shrinks to keep E (K x B float32) near 1 MiB.
+DEFAULT_BLOCK_SIZE = 1024
+
+
+def _auto_block_size(n_components):
+    """Frames per block for ``block_size=None``: 1024, or fewer for K > 256 (min 256)."""
+    return int(max(256, min(DEFAULT_BLOCK_SIZE, (1 << 18) // max(n_components, 1))))
 #: k-means++ initialisation works on a random subsample of at most
 #: ``max(_INIT_MAX_SAMPLES, _INIT_SAMPLES_PER_COMPONENT * n_components)`` frames ...
 _INIT_MAX_SAMPLES = 20_000
@@ -120,6 +129,11 @@ _SUM_LOW, _SUM_HIGH = 1e-10, 1e10
 #: Exponents are clipped below at this value before exp (no subnormals).
 _EXP_FLOOR = {np.dtype(np.float32): -60.0, np.dtype(np.float64): -600.0}
 _INIT_PARAMS = ("k-means++", "random")
+#: The M-step GEMM runs as ``ZT @ E.T`` (instead of ``E @ ZT.T``) up to this K.
+_SWAP_GEMM_MAX_K = 64
+#: Statistics are summed per chunk of this many blocks, then over chunks in order (the unit
+#: of work of the row-block threads; fixed so results do not depend on the thread count).
+_CHUNK_BLOCKS = 16
 
 
 # --------------------------------------------------------------------------------------
@@ -298,24 +312,46 @@ def _design_weights(weights, means, variances, center):
 
 
 class _Workspace:
-    """Reused buffers for one block: the design ``ZT`` (2D+2, B) and ``E`` (K, B)."""
+    """Reused buffers for one block (one per thread).
 
-    def __init__(self, n_components, n_features, block_size, dtype):
+    ``ZT`` (2D+2, B) is the design ``[x-c, (x-c)**2, 1, -h]`` stored transposed (the layout
+    in which the E-step GEMM ``WT @ ZT`` runs fastest here); ``Xc`` (B, D) holds ``x - c``
+    row-major, computed against the tiled centre ``C`` (B, D) so that the subtraction is one
+    contiguous pass (NumPy is slow on short strided rows); ``E`` (K, B) holds the
+    responsibilities; ``s`` (B,) their column sums.
+    """
+
+    def __init__(self, n_components, n_features, block_size, dtype, center=None):
         self.dtype = np.dtype(dtype)
         self.d = n_features
+        self.k = n_components
         self.ZT = np.empty((2 * n_features + 2, block_size), dtype=self.dtype)
         self.ZT[2 * n_features] = 1.0
         self.ZT[2 * n_features + 1] = 0.0
+        self.Xc = np.empty((block_size, n_features), dtype=self.dtype)
+        self.C = np.empty((block_size, n_features), dtype=self.dtype)
+        if center is not None:
+            self.C[:] = center
         self.E = np.empty((n_components, block_size), dtype=self.dtype)
+        self.s = np.empty(block_size, dtype=self.dtype)
+        self.l = np.empty(block_size, dtype=self.dtype)
         self.G = np.empty((n_components, 2 * n_features + 2), dtype=self.dtype)
-        self.floor = _EXP_FLOOR[self.dtype]
+        self.GT = np.empty((2 * n_features + 2, n_components), dtype=self.dtype)
+        self.floor = self.dtype.type(_EXP_FLOOR[self.dtype])
+        #: M-step GEMM orientation: ``ZT @ E.T`` is about 2x faster than ``E @ ZT.T``
+        #: for small K with this OpenBLAS (measured), equal at K=64, slower at K=256.
+        self.swap = n_components <= _SWAP_GEMM_MAX_K
 
 
-def _fill_design(Xb, center, ZT):
-    """Write ``x - c`` and ``(x - c)**2`` of the block's frames into ``ZT`` (rows 0..2D-1)."""
-    d = Xb.shape[1]
-    np.subtract(Xb.T, center[:, None], out=ZT[:d], casting="same_kind")
+def _fill_design(Xb, ws, n):
+    """Write ``x - c`` and ``(x - c)**2`` of the block's ``n`` frames into ``ws.ZT[:2D]``."""
+    d = ws.d
+    Xc = ws.Xc[:n]
+    np.subtract(Xb, ws.C[:n], out=Xc, casting="same_kind")
+    ZT = ws.ZT[:, :n]
+    np.copyto(ZT[:d], Xc.T)
     np.square(ZT[:d], out=ZT[d:2 * d])
+    return ZT
 
 
 def _logsumexp_columns(E, floor):
@@ -327,55 +363,79 @@ def _logsumexp_columns(E, floor):
     return m, E.sum(axis=0)
 
 
-def _e_step_block(Xb, center, WT, ws, hint=None):
+def _e_step_block(Xb, WT, ws, hint, out):
     """Unnormalised responsibilities of one block, left in ``ws.E[:, :n]``.
 
     Parameters
     ----------
     Xb : ndarray of shape (n, D)
-    center : ndarray of shape (D,), in the compute dtype
     WT : ndarray of shape (K, 2D + 2), in the compute dtype
-    ws : _Workspace
+    ws : _Workspace (its centre set)
     hint : ndarray of shape (n,) or None
         Expected per-frame log-likelihood (the shift); None for the exact per-frame max.
+    out : ndarray of shape (n,)
+        Receives the per-frame log-likelihood (compute dtype); may be ``hint`` itself.
 
     Returns
     -------
     s : ndarray of shape (n,)
-        Column sums of ``E`` (``sum_k exp(log p(x, k) - shift)``).
-    loglik : ndarray of shape (n,), float64
-        Per-frame log-likelihood.
+        Column sums of ``E`` (``sum_k exp(log p(x, k) - shift)``), in the compute dtype
+        (a view of ``ws.s``).
     """
     n = Xb.shape[0]
-    p = WT.shape[1]
-    ZT = ws.ZT[:, :n]
+    k, p = WT.shape
+    ZT = _fill_design(Xb, ws, n)
     E = ws.E[:, :n]
-    _fill_design(Xb, center, ZT)
-    ZT[p - 2] = 1.0  # the column of ones (may have been scaled by the previous block)
+    s = ws.s[:n]
+    if k > p:
+        ZT[p - 2] = 1.0  # the row of ones, scaled by the previous block's M-step
     if hint is None:
         np.matmul(WT[:, :p - 1], ZT[:p - 1], out=E)
-        shift, s = _logsumexp_columns(E, ws.floor)
-        shift = shift.astype(np.float64)
+        shift, s[:] = _logsumexp_columns(E, ws.floor)
     else:
         np.negative(hint, out=ZT[p - 1])
         np.matmul(WT, ZT, out=E)
         np.maximum(E, ws.floor, out=E)
         np.exp(E, out=E)
-        s = E.sum(axis=0)
-        shift = hint.astype(np.float64)
-        bad = ~((s > _SUM_LOW) & (s < _SUM_HIGH))
-        if bad.any():
-            idx = np.flatnonzero(bad)
+        np.add.reduce(E, axis=0, out=s)
+        shift = hint
+        if not (s.min() > _SUM_LOW and s.max() < _SUM_HIGH):  # rare: redo those frames
+            idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
             Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
             mb, sb = _logsumexp_columns(Eb, ws.floor)
             E[:, idx] = Eb
             s[idx] = sb
+            shift = hint.copy()
             shift[idx] = mb
-    loglik = shift + np.log(s, dtype=np.float64)
-    return s, loglik
+    np.add(np.log(s, out=ws.l[:n]), shift, out=out)
+    return s
 
 
-def _accumulate(X, WT, center, ws, *, block_size, hint=None, loglik_out=None):
+def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out):
+    """Statistics of frames ``a0:a1``: float64 (K, 2D+2) sums and the log-likelihood sum."""
+    k, p = WT.shape
+    acc = np.zeros((k, p))
+    for a in range(a0, a1, block_size):
+        b = min(a + block_size, a1)
+        s = _e_step_block(X[a:b], WT, ws, None if hint is None else hint[a:b],
+                          loglik_out[a:b])
+        np.reciprocal(s, out=s)
+        E = ws.E[:, :b - a]
+        ZT = ws.ZT[:, :b - a]
+        if k <= p:
+            E *= s
+        else:
+            ZT *= s
+        if ws.swap:
+            np.matmul(ZT, E.T, out=ws.GT)
+            acc += ws.GT.T
+        else:
+            np.matmul(E, ZT.T, out=ws.G)
+            acc += ws.G
+    return acc, float(loglik_out[a0:a1].sum(dtype=np.float64))
+
+
+def _accumulate(X, WT, center, ws, *, block_size, hint=None, loglik_out=None, pool=None):
     """Sum the sufficient statistics of all frames of ``X`` (one fused E-step pass).
 
     Parameters
@@ -386,14 +446,18 @@ def _accumulate(X, WT, center, ws, *, block_size, hint=None, loglik_out=None):
         From :func:`_design_weights`, in the compute dtype.
     center : ndarray of shape (D,)
         Centre of the design, in the compute dtype.
-    ws : _Workspace
-        Reused block buffers (compute dtype = ``ws.dtype``).
+    ws : _Workspace or list of _Workspace
+        Reused block buffers (compute dtype = ``ws.dtype``); one per thread of ``pool``.
     block_size : int
         Frames per block.
     hint : ndarray of shape (N,) or None
         Per-frame shift (previous log-likelihoods); None computes exact maxima.
     loglik_out : ndarray of shape (N,) or None
         If given, receives every frame's log-likelihood (may be the same array as ``hint``).
+    pool : concurrent.futures.ThreadPoolExecutor or None
+        Threads over row chunks (one workspace each). The frames are always summed in the
+        same fixed chunks of ``_CHUNK_BLOCKS`` blocks, in the same order, so the result does
+        not depend on the number of threads (bit for bit).
 
     Returns
     -------
@@ -401,25 +465,35 @@ def _accumulate(X, WT, center, ws, *, block_size, hint=None, loglik_out=None):
         Float64 sums over all frames, about ``center``.
     """
     n, d = X.shape
-    k = WT.shape[0]
-    acc = np.zeros((k, 2 * d + 2))
-    total = 0.0
-    p = 2 * d + 2
-    for a in range(0, n, block_size):
-        b = min(a + block_size, n)
-        s, ll = _e_step_block(X[a:b], center, WT, ws, None if hint is None else hint[a:b])
-        if loglik_out is not None:
-            loglik_out[a:b] = ll
-        total += float(ll.sum())
-        inv = np.reciprocal(s)
-        E = ws.E[:, :b - a]
-        ZT = ws.ZT[:, :b - a]
-        if k <= p:
-            E *= inv
-        else:
-            ZT *= inv
-        np.matmul(E, ZT.T, out=ws.G)
-        acc += ws.G
+    wss = ws if isinstance(ws, list) else [ws]
+    for w in wss:
+        w.C[:] = center
+    if loglik_out is None:
+        loglik_out = np.empty(n, dtype=wss[0].dtype)
+    chunk = block_size * _CHUNK_BLOCKS
+    starts = range(0, n, chunk)
+    if pool is None or len(wss) == 1 or len(starts) == 1:
+        parts = [_accumulate_range(X, WT, wss[0], a, min(a + chunk, n), block_size, hint,
+                                   loglik_out) for a in starts]
+    else:
+        free = queue.SimpleQueue()
+        for w in wss:
+            free.put(w)
+
+        def job(a):
+            w = free.get()
+            try:
+                return _accumulate_range(X, WT, w, a, min(a + chunk, n), block_size, hint,
+                                         loglik_out)
+            finally:
+                free.put(w)
+
+        parts = list(pool.map(job, starts))
+    acc = parts[0][0]
+    total = parts[0][1]
+    for part, t in parts[1:]:
+        acc += part
+        total += t
     return _Stats(acc[:, 2 * d].copy(), acc[:, :d].copy(), acc[:, d:2 * d].copy(), total, n)
 
 
@@ -620,8 +694,9 @@ class DiagonalGMM:
     dtype : {"float32", "float64"}, default="float32"
         Compute precision of the E-step GEMMs and exponentials. Statistics and
         log-likelihood sums are always accumulated in float64.
-    block_size : int, default=2048
-        Frames processed per block (memory O(block_size x K)).
+    block_size : int or None, default=None
+        Frames processed per block (memory O(block_size x K)). None: 1024, fewer for
+        K > 256 (measured fastest; see ``DEFAULT_BLOCK_SIZE``).
     verbose : int or callable, default=0
         0: silent. 1: log each initialisation's result, 2: log every iteration (to the
         ``audiogmm.gmm`` logger; this module never prints). A callable is called after
@@ -658,7 +733,7 @@ class DiagonalGMM:
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="k-means++", weights_init=None, means_init=None,
                  variances_init=None, random_state=None, dtype="float32",
-                 block_size=DEFAULT_BLOCK_SIZE, verbose=0):
+                 block_size=None, verbose=0):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -744,7 +819,10 @@ class DiagonalGMM:
             raise ParameterError(f"init_params must be one of {_INIT_PARAMS}, "
                                  f"got {self.init_params!r}")
         p["dtype"] = _check_dtype(self.dtype)
-        p["block_size"] = _check_int("block_size", self.block_size, 1)
+        if self.block_size is None:
+            p["block_size"] = _auto_block_size(p["n_components"])
+        else:
+            p["block_size"] = _check_int("block_size", self.block_size, 1)
         if not (callable(self.verbose) or (_is_int(self.verbose) and self.verbose >= 0)):
             raise ParameterError(f"verbose must be an int >= 0 or a callable, "
                                  f"got {self.verbose!r}")
@@ -864,8 +942,27 @@ class DiagonalGMM:
     def _em(self, X, w, mu, var, params, dtype, center64, gvar, init, bs):
         n, d = X.shape
         k = w.shape[0]
+        # Row-block threads (each with one BLAS thread): off unless ``_row_threads`` is set
+        # (bench/gmm.py measures it; it did not beat one thread on the shared 2-core machine).
+        threads = int(getattr(self, "_row_threads", 1))
+        pool = None
+        if threads > 1 and n > bs * _CHUNK_BLOCKS:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(threads)
+            ws = [_Workspace(k, d, bs, dtype) for _ in range(threads)]
+        else:
+            ws = _Workspace(k, d, bs, dtype)
+        try:
+            return self._em_loop(X, w, mu, var, params, dtype, center64, gvar, init, bs, ws, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def _em_loop(self, X, w, mu, var, params, dtype, center64, gvar, init, bs, ws, pool):
+        n, d = X.shape
+        k = w.shape[0]
         reg, tol = params["reg_covar"], params["tol"]
-        ws = _Workspace(k, d, bs, dtype)
         center = center64.astype(dtype)
         c64 = center.astype(np.float64)  # the centre actually used
         hint = np.empty(n, dtype=dtype)
@@ -879,20 +976,23 @@ class DiagonalGMM:
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             if params["max_iter"] == 0:
                 WT = _design_weights(w, mu, var, c64).astype(dtype)
-                stats = _accumulate(X, WT, center, ws, block_size=bs)
+                stats = _accumulate(X, WT, center, ws, block_size=bs, pool=pool)
                 lower_bound = stats.loglik / n
             for n_iter in range(1, params["max_iter"] + 1):
-                WT = _design_weights(w, mu, var, c64).astype(ws.dtype)
-                stats = _accumulate(X, WT, center, ws, block_size=bs,
+                WT = _design_weights(w, mu, var, c64).astype(dtype)
+                stats = _accumulate(X, WT, center, ws, block_size=bs, pool=pool,
                                     hint=hint if have_hint else None, loglik_out=hint)
-                if not math.isfinite(stats.loglik) and ws.dtype == np.float32:
+                if not math.isfinite(stats.loglik) and dtype == np.float32:
                     # float32 overflow (e.g. reg_covar=0 on wide data): redo in float64
-                    ws = _Workspace(k, d, bs, np.float64)
+                    dtype = np.dtype(np.float64)
+                    ws = [_Workspace(k, d, bs, dtype) for _ in range(len(ws))] if \
+                        isinstance(ws, list) else _Workspace(k, d, bs, dtype)
                     center = center64.copy()
                     c64 = center64
                     hint = hint.astype(np.float64)
                     WT = _design_weights(w, mu, var, c64)
-                    stats = _accumulate(X, WT, center, ws, block_size=bs, loglik_out=hint)
+                    stats = _accumulate(X, WT, center, ws, block_size=bs, loglik_out=hint,
+                                        pool=pool)
                 have_hint = True
                 prev, lower_bound = lower_bound, stats.loglik / n
                 history.append(lower_bound)
@@ -969,7 +1069,10 @@ class DiagonalGMM:
 
     def _block_size(self):
         bs = self.block_size
-        return int(bs) if _is_int(bs) and bs >= 1 else DEFAULT_BLOCK_SIZE
+        if _is_int(bs) and bs >= 1:
+            return int(bs)
+        k = np.shape(getattr(self, "weights_", ()))[0] if hasattr(self, "weights_") else 1
+        return _auto_block_size(k)
 
     def score_samples(self, X):
         """Log-likelihood of every frame.
@@ -998,13 +1101,12 @@ class DiagonalGMM:
         center = (w @ mu).astype(dtype)
         WT = _design_weights(w, mu, var, center.astype(np.float64)).astype(dtype)
         bs = min(self._block_size(), X.shape[0])
-        ws = _Workspace(w.size, mu.shape[1], bs, dtype)
+        ws = _Workspace(w.size, mu.shape[1], bs, dtype, center)
         p = WT.shape[1]
         with _single_blas_thread(), np.errstate(over="ignore", under="ignore"):
             for a in range(0, X.shape[0], bs):
                 b = min(a + bs, X.shape[0])
-                ZT = ws.ZT[:, :b - a]
-                _fill_design(X[a:b], center, ZT)
+                ZT = _fill_design(X[a:b], ws, b - a)
                 L = (WT[:, :p - 1] @ ZT[:p - 1]).T.astype(np.float64)
                 bad = ~np.all(np.isfinite(L), axis=1)
                 if bad.any():
@@ -1106,7 +1208,8 @@ def score_samples_many(gmms, X, *, block_size=None):
         All must share ``n_features_in_``.
     X : array-like of shape (n_samples, n_features)
     block_size : int, default=None
-        Frames per block; None uses the first model's ``block_size``.
+        Frames per block; None uses the first model's ``block_size`` if it is an int, else
+        the automatic size for all the models' components stacked.
 
     Returns
     -------
@@ -1132,7 +1235,9 @@ def score_samples_many(gmms, X, *, block_size=None):
                              f"train them on the same features")
     d = nfeat.pop()
     if block_size is None:
-        block_size = gmms[0]._block_size()
+        bs0 = gmms[0].block_size
+        block_size = bs0 if _is_int(bs0) and bs0 >= 1 else _auto_block_size(
+            sum(p[0].size for p in params))
     block_size = _check_int("block_size", block_size, 1)
     X = _check_X(X, n_features=d, estimator=type(gmms[0]).__name__)
     if not np.all(np.isfinite(X)):
@@ -1148,14 +1253,13 @@ def score_samples_many(gmms, X, *, block_size=None):
     same_k = len(set(ks)) == 1
     n = X.shape[0]
     bs = min(block_size, n)
-    ws = _Workspace(int(bounds[-1]), d, bs, dtype)
+    ws = _Workspace(int(bounds[-1]), d, bs, dtype, center)
     out = np.empty((n, len(gmms)))
     with _single_blas_thread(), np.errstate(over="ignore", under="ignore", divide="ignore"):
         for a in range(0, n, bs):
             b = min(a + bs, n)
-            ZT = ws.ZT[:, :b - a]
+            ZT = _fill_design(X[a:b], ws, b - a)
             E = ws.E[:, :b - a]
-            _fill_design(X[a:b], center, ZT)
             np.matmul(WT, ZT[:2 * d + 1], out=E)
             if same_k:
                 E3 = E.reshape(len(gmms), ks[0], b - a)

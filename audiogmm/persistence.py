@@ -16,6 +16,16 @@ loading a file from an untrusted source cannot run code. Members:
 ``weights_<i>``, ``means_<i>``, ``variances_<i>``
     The mixture of class ``i`` as float64 arrays of shapes ``(K_i,)``, ``(K_i, D)``, ``(K_i, D)``.
 
+``method`` in the metadata says how the mixtures were made: ``"per-class"`` (one GMM per
+class trained by EM, :class:`~audiogmm.classifier.GMMClassifier`; files written before the
+key existed are read as this) or ``"ubm"`` (:class:`~audiogmm.ubm.UBMClassifier`: the class
+mixtures are MAP-adapted from a universal background model, stored as ``ubm_weights``,
+``ubm_means``, ``ubm_variances``, and ``classifier`` holds its parameters). The layout of a
+per-class file is unchanged, so the format version stays 1; a reader that predates
+``method`` rejects a ``"ubm"`` file (its classifier parameters are unknown to it) with a
+:class:`~audiogmm.exceptions.ModelFileError` rather than misreading it. An unknown
+``method`` is a ModelFileError.
+
 Files are written atomically: to a temporary file in the destination folder, flushed to
 disk, then renamed over the destination, so a crash never leaves a half-written model
 under the final name and an existing model is replaced only by a complete one.
@@ -36,11 +46,14 @@ from .classifier import GMMClassifier
 from .exceptions import ModelFileError
 from .features import FeatureConfig
 from .gmm import DiagonalGMM
+from .ubm import UBMClassifier
 
 __all__ = ["TrainedModel", "save_model", "load_model", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "audiogmm-model"
 FORMAT_VERSION = 1
+#: The classifier of each ``method`` recorded in a model file.
+METHODS = {"per-class": GMMClassifier, "ubm": UBMClassifier}
 
 
 @dataclass
@@ -117,6 +130,7 @@ def save_model(model, path):
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "classes": [str(c) for c in clf.classes_],
         "feature_config": model.feature_config.to_dict(),
+        "method": "ubm" if isinstance(clf, UBMClassifier) else "per-class",
         "classifier": _json_safe_params(clf),
         "class_prior": clf.class_prior_.tolist(),
         "n_recordings": [int(n) for n in clf.n_recordings_],
@@ -133,11 +147,18 @@ def save_model(model, path):
         ],
         "training": model.summary,
     }
+    if isinstance(clf, UBMClassifier):
+        u = clf.ubm_
+        meta["ubm"] = {"n_components": int(u.weights_.shape[0]), "converged": bool(u.converged_),
+                       "n_iter": int(u.n_iter_), "lower_bound": float(u.lower_bound_)}
     arrays = {"metadata": np.frombuffer(json.dumps(meta, indent=1).encode("utf-8"), dtype=np.uint8)}
     for i, g in enumerate(clf.gmms_):
         arrays[f"weights_{i}"] = np.asarray(g.weights_, dtype=np.float64)
         arrays[f"means_{i}"] = np.asarray(g.means_, dtype=np.float64)
         arrays[f"variances_{i}"] = np.asarray(g.variances_, dtype=np.float64)
+    if isinstance(clf, UBMClassifier):
+        for name in ("weights", "means", "variances"):
+            arrays[f"ubm_{name}"] = np.asarray(getattr(clf.ubm_, f"{name}_"), dtype=np.float64)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelFileError(f"cannot write model {str(path)!r}: folder {str(folder)!r} does not exist")
@@ -215,6 +236,9 @@ def load_model(path):
             f"{str(path)!r} uses model format {version}, newer than this audiogmm "
             f"({_version()}, format {FORMAT_VERSION}) reads: upgrade audiogmm"
         )
+    method = meta.get("method", "per-class")
+    if method not in METHODS:
+        raise _bad(path, f"unknown method {method!r} (this audiogmm knows {', '.join(METHODS)}): upgrade audiogmm")
     try:
         return _rebuild(meta, arrays)
     except (KeyError, TypeError, ValueError) as exc:
@@ -227,7 +251,10 @@ def _rebuild(meta, arrays):
         raise ValueError("no classes")
     feature_config = FeatureConfig.from_dict(meta["feature_config"])
     params = dict(meta["classifier"])
-    clf = GMMClassifier(**params)
+    method = meta.get("method", "per-class")
+    clf = METHODS[method](**params)
+    gmm_params = dict(n_components=clf.n_components, tol=clf.tol, reg_covar=clf.reg_covar, max_iter=clf.max_iter,
+                      n_init=clf.n_init, init_params=clf.init_params, dtype=clf.dtype)
     n_features = int(meta["n_features"])
     gmms = []
     for i, info in enumerate(meta["gmms"]):
@@ -239,7 +266,7 @@ def _rebuild(meta, arrays):
             raise ValueError(f"class {i}: non-finite parameters")
         if np.any(var <= 0) or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
             raise ValueError(f"class {i}: variances must be > 0 and weights sum to 1")
-        g = DiagonalGMM(**{**clf._gmm_params(), "n_components": k})
+        g = DiagonalGMM(**{**gmm_params, "n_components": k})
         g.weights_, g.means_, g.variances_ = w, mu, var
         g.n_features_in_ = n_features
         g.converged_ = bool(info["converged"])
@@ -256,7 +283,26 @@ def _rebuild(meta, arrays):
     clf.class_prior_ = np.asarray(meta["class_prior"], dtype=np.float64)
     clf.n_recordings_ = np.asarray(meta["n_recordings"], dtype=np.int64)
     clf.n_frames_ = np.asarray(meta["n_frames"], dtype=np.int64)
+    if method == "per-class":  # each class's own K (they differ with n_components="auto")
+        clf.n_components_ = np.array([g.weights_.shape[0] for g in gmms])
+        clf.n_iter_ = np.array([g.n_iter_ for g in gmms])
+        clf.bic_ = None
     if clf.class_prior_.shape != (len(classes),):
         raise ValueError("class_prior does not match the classes")
+    if method == "ubm":
+        w, mu, var = (np.asarray(arrays[f"ubm_{name}"], dtype=np.float64) for name in ("weights", "means", "variances"))
+        if w.ndim != 1 or mu.shape != (w.shape[0], n_features) or var.shape != mu.shape:
+            raise ValueError(f"UBM arrays of shapes {w.shape}, {mu.shape}, {var.shape} do not fit together")
+        if not (np.all(np.isfinite(mu)) and np.all(var > 0) and np.isclose(w.sum(), 1.0, atol=1e-6)):
+            raise ValueError("UBM: non-finite means, variances <= 0 or weights not summing to 1")
+        ubm = DiagonalGMM(**{**gmm_params, "n_components": w.shape[0]})
+        ubm.weights_, ubm.means_, ubm.variances_ = w, mu, var
+        ubm.n_features_in_ = n_features
+        info = meta.get("ubm") or {}
+        ubm.converged_ = bool(info.get("converged", True))
+        ubm.n_iter_ = int(info.get("n_iter", 0))
+        ubm.lower_bound_ = float(info.get("lower_bound", float("nan")))
+        clf.ubm_ = ubm
+        clf._prepare()
     meta_only = {k: meta[k] for k in ("format", "format_version", "audiogmm_version", "created") if k in meta}
     return TrainedModel(clf, feature_config, dict(meta.get("training") or {}), meta_only)

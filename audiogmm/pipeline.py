@@ -11,6 +11,7 @@ Features are extracted in parallel worker processes (``n_jobs``, joblib's loky b
 which keeps workers alive between calls and caps each worker's BLAS threads).
 """
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,30 +22,38 @@ from scipy.special import softmax
 
 from . import dataset as _dataset
 from .classifier import GMMClassifier
-from .exceptions import AudioLoadError, AudioSkippedWarning, ParameterError, TrainingError
-from .features import FeatureConfig, extract_file
+from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
+from .features import FeatureConfig
+from . import evaluation as _evaluation
 from .persistence import TrainedModel
+from .ubm import METHODS, make_classifier
 
 __all__ = [
     "extract_features",
+    "extract_clips",
+    "cache_features",
     "train",
     "predict",
+    "predict_segments",
     "evaluate",
+    "cross_validate",
+    "TRAIN_PRESETS",
     "Prediction",
+    "Segment",
+    "Timeline",
     "Evaluation",
 ]
 
 
-def _extract_one(path, config):
-    """Worker: features of one file, or the reason it failed (exceptions stay in the worker)."""
-    try:
-        return extract_file(path, config), None
-    except AudioLoadError as exc:
-        return None, exc.reason
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # an unexpected decoder failure must not end the whole run
-        return None, f"{type(exc).__name__}: {exc}"
+def _check_cache_dir(cache_dir):
+    """A FeatureCache for ``cache_dir`` (created if missing), or None."""
+    if cache_dir is None:
+        return None
+    from .cache import FeatureCache
+
+    if not isinstance(cache_dir, (str, Path)) or str(cache_dir) == "":
+        raise ParameterError(f"cache_dir must be None or a folder path, got {cache_dir!r}")
+    return FeatureCache(cache_dir)
 
 
 def _check_jobs(n_jobs):
@@ -55,35 +64,91 @@ def _check_jobs(n_jobs):
     return n_jobs
 
 
-def _iter_features(paths, config, n_jobs, progress, stage):
-    """Yield ``(index, features or None, reason or None)`` in input order."""
+#: Work per joblib task: at most this many files or bytes of audio, so short clips travel in
+#: batches (one dispatch, one BLAS setting per batch) and long files alone.
+_BATCH_FILES, _BATCH_BYTES = 256, 32 << 20
+
+
+def _batches(paths, n_jobs):
+    """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
+    sizes = []
+    for p in paths:
+        try:
+            sizes.append(Path(p).stat().st_size)
+        except OSError:
+            sizes.append(0)
+    n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    target = min(_BATCH_BYTES, max(1, sum(sizes) // (4 * n_workers)))
+    max_files = min(_BATCH_FILES, max(1, -(-len(paths) // (4 * n_workers))))
+    out, start, acc = [], 0, 0
+    for i, size in enumerate(sizes):
+        acc += size
+        if acc >= target or i + 1 - start >= max_files:
+            out.append(paths[start:i + 1])
+            start, acc = i + 1, 0
+    if start < len(paths):
+        out.append(paths[start:])
+    return out
+
+
+def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False):
+    """Yield ``(index, features or None, frames or None, reason or None)`` in input order.
+
+    Cached files are read here, in this process; only the misses go to the workers, in
+    batches (see :data:`_BATCH_FILES`), each worker with one BLAS thread. Workers write
+    the cache entries themselves.
+    """
+    from .cache import extract_batch, iter_extract
+
     n_jobs = _check_jobs(n_jobs)
+    cache = _check_cache_dir(cache_dir)
     total = len(paths)
     if progress:
         progress(stage, 0, total)
-    if n_jobs == 1 or total <= 1:
-        results = (_extract_one(p, config) for p in paths)
+    hits = {}
+    if cache is not None:
+        for i, p in enumerate(paths):
+            hit = cache.get(p, config, with_frames=True)
+            if hit is not None:
+                hits[i] = hit
+    misses = [p for i, p in enumerate(paths) if i not in hits]
+    cache_arg = None if cache is None else str(cache.directory)
+    if not misses:
+        computed = iter(())
+    elif n_jobs == 1 or len(misses) == 1:
+        computed = iter_extract(misses, config, cache_arg, with_frames)
     else:
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator", batch_size="auto")(
-            delayed(_extract_one)(p, config) for p in paths
-        )
-    for i, (X, reason) in enumerate(results):
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            batches = Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(extract_batch)(b, config, cache_arg, with_frames) for b in _batches(misses, n_jobs)
+            )
+        computed = (r for batch in batches for r in batch)
+    for i in range(total):
+        if i in hits:
+            X, frames = hits.pop(i)
+            reason = None
+        else:
+            X, frames, reason = next(computed)
         if progress:
             progress(stage, i + 1, total)
-        yield i, X, reason
+        yield i, X, (frames if with_frames else None), reason
 
 
-def extract_features(paths, config, *, n_jobs=1, progress=None):
-    """Features of many files, in parallel.
+def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None):
+    """Features of many files, in parallel and through an on-disk cache.
 
     Parameters
     ----------
     paths : sequence of str or Path
     config : FeatureConfig
     n_jobs : int, default=1
-        Worker processes (-1: all cores).
+        Worker processes (-1: all cores), each with one BLAS thread; files travel to the
+        workers in batches.
+    cache_dir : str or Path, optional
+        Feature cache folder (see :mod:`audiogmm.cache`): files already there are read
+        back, the others are extracted and stored. Created if missing.
     progress : callable(stage, done, total), optional
 
     Returns
@@ -93,13 +158,76 @@ def extract_features(paths, config, *, n_jobs=1, progress=None):
     skipped : list of (str, str)
         ``(path, reason)`` of each unusable file (each also warned as AudioSkippedWarning).
     """
+    if not isinstance(config, FeatureConfig):
+        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    paths = list(paths)
     features, skipped = [None] * len(paths), []
-    for i, X, reason in _iter_features(list(paths), config, n_jobs, progress, "features"):
+    for i, X, _, reason in _iter_features(paths, config, n_jobs, progress, "features", cache_dir):
         if X is None:
             skipped.append(_skip(paths[i], reason))
         else:
             features[i] = X
     return features, skipped
+
+
+def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1, progress=None):
+    """Extract the features of a corpus into a cache folder, so later runs only read them.
+
+    Parameters
+    ----------
+    data : str, Path or sequence of them
+        Audio files, folders (walked recursively) and/or manifests (``.csv``/``.tsv``/``.txt``).
+    config : FeatureConfig
+        The configuration the later ``train``/``predict`` runs will use: the cache is keyed
+        on it.
+    cache_dir : str or Path
+        Created if missing.
+    include, exclude : sequence of str
+        Glob patterns applied to manifests and labelled folders (see :func:`audiogmm.dataset.discover`).
+    n_jobs : int, default=1
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    summary : dict
+        ``n_files``, ``n_cached`` (already there), ``n_extracted``, ``n_skipped``, ``frames``
+        and ``skipped`` (``[{"path", "reason"}]``).
+
+    Raises
+    ------
+    ParameterError
+        A missing path, a bad manifest, a bad ``cache_dir`` or parameter.
+    """
+    if not isinstance(config, FeatureConfig):
+        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    if cache_dir is None:
+        raise ParameterError("cache_dir is required: the folder to write the features to")
+    cache = _check_cache_dir(cache_dir)
+    _check_jobs(n_jobs)
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    paths = []
+    for item in map(Path, items):
+        if item.is_file() and item.suffix.lower() in (".csv", ".tsv", ".txt"):
+            paths += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
+        elif item.is_dir() and (include or exclude):
+            paths += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
+        else:
+            paths += _dataset.find_audio([item])[0]
+    n_cached = sum(cache.contains(p, config) for p in paths)
+    skipped, frames = [], 0
+    for i, X, _, reason in _iter_features(paths, config, n_jobs, progress, "features", cache_dir):
+        if X is None:
+            skipped.append(_skip(paths[i], reason))
+        else:
+            frames += X.shape[0]  # nothing is kept: the features are on disk
+    return {
+        "n_files": len(paths),
+        "n_cached": n_cached,
+        "n_extracted": len(paths) - n_cached - len(skipped),
+        "n_skipped": len(skipped),
+        "frames": int(frames),
+        "skipped": [{"path": p, "reason": why} for p, why in skipped],
+    }
 
 
 def _skip(path, reason):
@@ -111,6 +239,16 @@ def _rows(dataset, include, exclude):
     if isinstance(dataset, (str, Path)):
         return _dataset.discover(dataset, include=include, exclude=exclude)
     return list(dataset)
+
+
+#: Training defaults that go with each feature preset (``audiogmm train --preset P`` uses them
+#: unless ``--method`` / ``-k`` / ``--relevance-factor`` are given). Chosen by grouped
+#: cross-validation on the training part of each benchmark protocol (``bench/accuracy.py --cv``).
+TRAIN_PRESETS = {
+    "speech": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
+    "language": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
+    "music": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
+}
 
 
 def train(
@@ -127,7 +265,13 @@ def train(
     exclude=(),
     n_jobs=1,
     random_state=0,
+    cache_dir=None,
     progress=None,
+    method="per-class",
+    relevance_factor=16.0,
+    top_c=5,
+    adapt="means",
+    clip=None,
 ):
     """Train a classifier from a labelled dataset.
 
@@ -147,7 +291,19 @@ def train(
         Worker processes for feature extraction and threads for the per-class fits.
     random_state : int or None, default=0
         Seed of the mixtures' initialisation: the same data and seed give the same model.
+    cache_dir : str or Path, optional
+        Feature cache folder; see :func:`extract_features`.
     progress : callable(stage, done, total), optional
+    method : {"per-class", "ubm"}, default="per-class"
+        ``"per-class"``: one GMM per class trained by EM (:class:`~audiogmm.classifier.GMMClassifier`);
+        ``"ubm"``: a universal background model of ``n_components`` components and class models
+        MAP-adapted from it, scored by log-likelihood ratio (:class:`~audiogmm.ubm.UBMClassifier`).
+    relevance_factor, top_c, adapt
+        MAP relevance factor, top-C scoring and adapted parameters; ``method="ubm"`` only
+        (see :class:`~audiogmm.ubm.UBMClassifier`).
+    clip : float, optional
+        Cut every recording into consecutive clips of this many seconds (each normalised on
+        its own; a tail shorter than a clip is dropped) and train on the clips.
 
     Returns
     -------
@@ -164,18 +320,20 @@ def train(
     config = FeatureConfig() if feature_config is None else feature_config
     if not isinstance(config, FeatureConfig):
         raise ParameterError(f"feature_config must be a FeatureConfig, got {type(config).__name__}")
-    clf = GMMClassifier(
-        n_components, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
+    clf = make_classifier(
+        method, n_components=n_components, relevance_factor=relevance_factor, top_c=top_c, adapt=adapt,
+        max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
         priors=priors, random_state=random_state, n_jobs=_check_jobs(n_jobs),
     )
-    clf._validate_params()
+    clip = _evaluation._check_clip(clip)
+    _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
 
     t0 = time.perf_counter()
-    features, skipped = extract_features([r.path for r in rows], config, n_jobs=n_jobs, progress=progress)
+    features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
     t_features = time.perf_counter() - t0
-    usable = [(r, X) for r, X in zip(rows, features) if X is not None]
+    usable = [(r, X) for r, Xs in zip(rows, features) if Xs is not None for X in Xs]
     empty = [lab for lab in labels if not any(r.label == lab for r, _ in usable)]
     if empty:
         raise TrainingError(
@@ -206,10 +364,52 @@ def train(
             for lab, n_rec, n_fr in zip(clf.classes_, clf.n_recordings_, clf.n_frames_)
         },
         "random_state": random_state,
+        "method": method,
+        "clip": clip,
         "feature_seconds": round(t_features, 3),
         "fit_seconds": round(t_fit, 3),
     }
+    if getattr(clf, "n_components_", None) is not None:  # per class: K (chosen by BIC with "auto")
+        for lab, k in zip(clf.classes_, clf.n_components_):
+            summary["classes"][str(lab)]["n_components"] = int(k)
+        if getattr(clf, "bic_", None) is not None:
+            summary["n_components"] = "auto"
+            summary["bic"] = {str(lab): {str(k): round(float(v), 3) for k, v in values.items()}
+                              for lab, values in zip(clf.classes_, clf.bic_)}
     return TrainedModel(clf, config, summary)
+
+
+def extract_clips(paths, config, clip=None, *, n_jobs=1, cache_dir=None, progress=None, stage="features"):
+    """Features of many files, each as a list of clips.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+    config : FeatureConfig
+    clip : float, optional
+        Seconds per clip (see :func:`audiogmm.evaluation.cut_clips`); None: one item per file.
+    n_jobs, cache_dir, progress
+        As :func:`extract_features`.
+
+    Returns
+    -------
+    features : list of (list of ndarray) or None
+        Per file, its clips' feature matrices (one matrix without ``clip``); None where the
+        file could not be used.
+    skipped : list of (str, str)
+    """
+    if clip is None:
+        features, skipped = extract_features(paths, config, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
+        return [None if X is None else [X] for X in features], skipped
+    out, skipped = [], []
+    for i, X, frames, reason in _iter_features(paths, _evaluation.clip_config(config, clip), n_jobs, progress,
+                                               stage, cache_dir, with_frames=True):
+        if X is None:
+            skipped.append(_skip(paths[i], reason))
+            out.append(None)
+        else:
+            out.append(_evaluation.cut_clips(X, config, clip, frames) or None)
+    return out, skipped
 
 
 @dataclass
@@ -233,10 +433,10 @@ class Prediction:
         return None if self.probabilities is None else float(self.probabilities.max())
 
 
-def _predict_paths(model, paths, n_jobs, progress, stage):
+def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None):
     clf = model.classifier
     out = []
-    for i, X, reason in _iter_features(paths, model.feature_config, n_jobs, progress, stage):
+    for i, X, _, reason in _iter_features(paths, model.feature_config, n_jobs, progress, stage, cache_dir):
         if X is None:
             _skip(paths[i], reason)
             out.append(Prediction(str(paths[i]), None, error=reason))
@@ -268,7 +468,7 @@ def _apply_confidence(preds, min_confidence):
     return preds
 
 
-def predict(model, paths, *, min_confidence=None, n_jobs=1, progress=None):
+def predict(model, paths, *, min_confidence=None, n_jobs=1, cache_dir=None, progress=None):
     """Label recordings (files, or folders walked recursively).
 
     Parameters
@@ -279,6 +479,8 @@ def predict(model, paths, *, min_confidence=None, n_jobs=1, progress=None):
         Label a recording ``"unknown"`` when its top probability is lower (its probabilities
         and scores are still reported).
     n_jobs : int, default=1
+    cache_dir : str or Path, optional
+        Feature cache folder; see :func:`extract_features`.
     progress : callable(stage, done, total), optional
 
     Returns
@@ -289,9 +491,135 @@ def predict(model, paths, *, min_confidence=None, n_jobs=1, progress=None):
         Non-audio files found in the folders and passed over.
     """
     min_confidence = _check_confidence(min_confidence)
+    _check_cache_dir(cache_dir)
     audio, n_other = _dataset.find_audio(paths)
-    preds = _predict_paths(model, audio, n_jobs, progress, "predicting")
+    preds = _predict_paths(model, audio, n_jobs, progress, "predicting", cache_dir)
     return _apply_confidence(preds, min_confidence), n_other
+
+
+@dataclass
+class Segment:
+    """One stretch of a recording's timeline: ``[start, end)`` seconds.
+
+    ``label``, ``probabilities`` and ``scores`` (mean frame log-likelihoods, following the
+    model's classes) are None when no frame falls in the segment (the VAD dropped them all).
+    """
+
+    start: float
+    end: float
+    label: str | None
+    probabilities: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    n_frames: int = 0
+
+    @property
+    def confidence(self):
+        """The top probability, or None."""
+        return None if self.probabilities is None else float(self.probabilities.max())
+
+
+@dataclass
+class Timeline:
+    """The segments of one recording, or the ``error`` that kept it from being read."""
+
+    path: str
+    segments: list = field(default_factory=list)
+    duration: float = 0.0
+    error: str | None = None
+
+
+def _check_seconds(seconds):
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not np.isfinite(seconds) \
+            or seconds <= 0:
+        raise ParameterError(f"segment must be a number of seconds > 0, got {seconds!r}; e.g. 5")
+    return float(seconds)
+
+
+def _timeline(clf, path, X, frames, config, seconds):
+    from .audio import duration
+    from .exceptions import AudioLoadError
+    from .gmm import score_samples_many
+
+    frame_s = config.hop_length / config.sample_rate
+    try:
+        total = duration(path)
+    except AudioLoadError:
+        total = (int(frames[-1]) + 1) * frame_s
+    n_seg = max(1, int(np.ceil(total / seconds - 1e-9)))
+    seg = np.minimum((frames * frame_s / seconds).astype(np.intp), n_seg - 1)
+    ll = score_samples_many(clf.gmms_, X)  # (n_frames, n_classes): every frame scored once
+    counts = np.bincount(seg, minlength=n_seg)
+    sums = np.zeros((n_seg, ll.shape[1]))
+    np.add.at(sums, seg, ll)
+    log_prior = np.log(clf.class_prior_)
+    segments = []
+    for s in range(n_seg):
+        start, end = s * seconds, min((s + 1) * seconds, total)
+        if counts[s] == 0:
+            segments.append(Segment(round(start, 3), round(end, 3), None))
+            continue
+        scores = sums[s] / counts[s]
+        proba = softmax(scores + log_prior)
+        label = str(clf.classes_[int(np.argmax(proba))])
+        segments.append(Segment(round(start, 3), round(end, 3), label, proba, scores, int(counts[s])))
+    return Timeline(str(path), segments, round(total, 3))
+
+
+def predict_segments(model, paths, seconds, *, min_confidence=None, n_jobs=1, cache_dir=None, progress=None):
+    """A timeline per recording: the label of every ``seconds``-long stretch.
+
+    Each recording's frames are scored once under every class's mixture; a segment's
+    scores are the mean frame log-likelihoods of the frames centred in it, and its label
+    and probabilities follow from them as for a whole recording (``softmax(score + log
+    prior)``). Frames dropped by the VAD count in no segment.
+
+    Parameters
+    ----------
+    model : TrainedModel
+    paths : sequence of str or Path
+        Files, or folders walked recursively.
+    seconds : float
+        Segment length; the last segment of a recording may be shorter.
+    min_confidence : float in [0, 1], optional
+        Label a segment ``"unknown"`` when its top probability is lower.
+    n_jobs : int, default=1
+    cache_dir : str or Path, optional
+        Feature cache folder; see :func:`extract_features`.
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    timelines : list of Timeline
+        One per audio file found, in order (with ``error`` set for unreadable ones).
+    n_other : int
+        Non-audio files found in the folders and passed over.
+
+    Raises
+    ------
+    ParameterError
+        ``seconds`` is not a positive number, or a path does not exist.
+
+    Examples
+    --------
+    >>> timelines, _ = predict_segments(model, ["podcast.ogg"], 5.0)  # doctest: +SKIP
+    >>> [(s.start, s.label) for s in timelines[0].segments]  # doctest: +SKIP
+    [(0.0, 'en'), (5.0, 'en'), (10.0, 'fr')]
+    """
+    seconds = _check_seconds(seconds)
+    min_confidence = _check_confidence(min_confidence)
+    _check_cache_dir(cache_dir)
+    audio, n_other = _dataset.find_audio(paths)
+    config, clf = model.feature_config, model.classifier
+    out = []
+    for i, X, frames, reason in _iter_features(audio, config, n_jobs, progress, "segmenting", cache_dir,
+                                               with_frames=True):
+        if X is None:
+            _skip(audio[i], reason)
+            out.append(Timeline(str(audio[i]), error=reason))
+        else:
+            out.append(_timeline(clf, audio[i], X, frames, config, seconds))
+            _apply_confidence(out[-1].segments, min_confidence)
+    return out, n_other
 
 
 @dataclass
@@ -301,6 +629,9 @@ class Evaluation:
     ``labels`` orders the rows and columns of ``confusion`` (true label by row, predicted by
     column): the model's classes, then any test label the model does not know.
     ``balanced_accuracy`` and ``macro_f1`` average over the labels present in the test set.
+    ``verification`` holds the equal error rate and DET curve of the one-vs-rest trials
+    (:func:`audiogmm.evaluation.verification_metrics`), ``folds`` the per-split figures of a
+    cross-validation and ``protocol`` how it was run (both empty for a trained model).
     """
 
     labels: list
@@ -316,10 +647,26 @@ class Evaluation:
     confusion: np.ndarray
     predictions: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    verification: dict | None = None
+    folds: list = field(default_factory=list)
+    protocol: dict | None = None
+
+    @property
+    def eer(self):
+        """The equal error rate of the one-vs-rest trials, or None."""
+        return None if self.verification is None else self.verification["eer"]
 
     def to_dict(self):
         """JSON-safe dict of every figure."""
+        extra = {}
+        if self.verification is not None:
+            extra["eer"] = self.verification["eer"]
+            extra["det"] = self.verification["det"]
+        if self.protocol is not None:
+            extra["protocol"] = self.protocol
+            extra["folds"] = self.folds
         return {
+            **extra,
             "n_recordings": len(self.y_true),
             "n_skipped": len(self.skipped),
             "accuracy": self.accuracy,
@@ -340,7 +687,7 @@ class Evaluation:
         }
 
 
-def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, progress=None):
+def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None, progress=None):
     """Predict every recording of a labelled dataset and score the predictions.
 
     Parameters
@@ -349,6 +696,8 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, progress=None)
     dataset : str, Path or sequence of Recording
     include, exclude : sequence of str
     n_jobs : int, default=1
+    cache_dir : str or Path, optional
+        Feature cache folder; see :func:`extract_features`.
     progress : callable(stage, done, total), optional
 
     Returns
@@ -362,13 +711,18 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, progress=None)
     """
     from sklearn import metrics
 
+    _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
-    preds = _predict_paths(model, [r.path for r in rows], n_jobs, progress, "evaluating")
+    preds = _predict_paths(model, [r.path for r in rows], n_jobs, progress, "evaluating", cache_dir)
     pairs = [(r.label, p.label) for r, p in zip(rows, preds) if p.error is None]
     skipped = [(p.path, p.error) for p in preds if p.error is not None]
     if not pairs:
         raise TrainingError(f"none of the {len(rows)} test recording(s) could be read: nothing to evaluate")
     y_true, y_pred = (list(t) for t in zip(*pairs))
+    good = [pr for pr in preds if pr.error is None]
+    decision = np.array([pr.scores for pr in good]) + np.log(model.classifier.class_prior_)
+    verification = _evaluation.verification_metrics(
+        *_evaluation.one_vs_rest_scores(y_true, decision, model.classes))
     labels = list(model.classes) + sorted(set(y_true) - set(model.classes))
     p, r, f, s = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     present = s > 0
@@ -384,8 +738,143 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, progress=None)
         f1=f,
         support=s,
         confusion=metrics.confusion_matrix(y_true, y_pred, labels=labels),
-        predictions=[pr for pr in preds if pr.error is None],
+        predictions=good,
         skipped=skipped,
+        verification=verification,
+    )
+
+
+def cross_validate(
+    dataset,
+    *,
+    feature_config=None,
+    method="per-class",
+    n_splits=5,
+    group_by=None,
+    test=None,
+    train=None,
+    clip=None,
+    n_components=8,
+    max_iter=100,
+    tol=1e-3,
+    reg_covar=1e-3,
+    n_init=1,
+    priors=None,
+    relevance_factor=16.0,
+    top_c=5,
+    adapt="means",
+    include=(),
+    exclude=(),
+    n_jobs=1,
+    random_state=0,
+    cache_dir=None,
+    progress=None,
+):
+    """Evaluate a training recipe on a dataset without leaking groups from training into test.
+
+    Features are extracted once; then, for every split, a classifier is trained on the
+    training part and scores the test part. The figures pool the test predictions of all
+    splits (each recording is tested exactly once in k-fold; only the test part of a fixed split).
+
+    Parameters
+    ----------
+    dataset : str, Path or sequence of Recording
+    feature_config : FeatureConfig, optional
+    method : {"per-class", "ubm"}, default="per-class"
+    n_splits : int >= 2, default=5
+        Folds of the stratified group k-fold (lowered to the number of groups when fewer);
+        ignored when ``test`` is given.
+    group_by : str, optional
+        A manifest column or a file-name regular expression (see
+        :func:`audiogmm.evaluation.group_keys`): recordings with the same key are never split
+        between training and test. Default: each file is its own group (with ``clip``, a
+        file's clips stay together).
+    test, train : sequence of str, optional
+        A fixed split instead of k-fold: glob patterns or relative paths of the test (and
+        training; default the rest) recordings.
+    clip : float, optional
+        Cut recordings into clips of this many seconds (train and test on clips).
+    n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c, adapt
+        As :func:`train`.
+    include, exclude, n_jobs, random_state, cache_dir, progress
+        As :func:`train`; ``random_state`` also shuffles the folds.
+
+    Returns
+    -------
+    evaluation : Evaluation
+        With ``folds`` (per split: sizes and accuracy), ``protocol`` and ``verification``.
+
+    Raises
+    ------
+    ParameterError
+        Bad parameters, a group pattern that does not match, an empty split.
+    TrainingError
+        No usable recording.
+    """
+    config = FeatureConfig() if feature_config is None else feature_config
+    if not isinstance(config, FeatureConfig):
+        raise ParameterError(f"feature_config must be a FeatureConfig, got {type(config).__name__}")
+    params = dict(method=method, n_components=n_components, relevance_factor=relevance_factor, top_c=top_c,
+                  adapt=adapt, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
+                  random_state=random_state, n_jobs=_check_jobs(n_jobs))
+    make_classifier(**params)  # validates before any audio is read
+    clip = _evaluation._check_clip(clip)
+    if test is None and (isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2):
+        raise ParameterError(f"n_splits must be an int >= 2, got {n_splits!r}")
+    _check_cache_dir(cache_dir)
+    rows = _rows(dataset, include, exclude)
+    groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
+    splits = _evaluation.fixed_split(rows, test=test, train=train) if test else None
+    features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
+    # One item per clip (or file), carrying its file's label and group.
+    items = [(i, X) for i, Xs in enumerate(features) if Xs is not None for X in Xs]
+    if not items:
+        raise TrainingError(f"none of the {len(rows)} recording(s) could be read: nothing to evaluate")
+    src = np.array([i for i, _ in items])
+    X_items = [X for _, X in items]
+    y_items = [rows[i].label for i in src]
+    g_items = [groups[i] for i in src]
+    if splits is None:
+        splits = _evaluation.kfold_splits(y_items, g_items, n_splits, random_state=random_state)
+    else:  # map file indices to item indices
+        tr_files, te_files = splits[0]
+        splits = [(np.flatnonzero(np.isin(src, tr_files)), np.flatnonzero(np.isin(src, te_files)))]
+        if splits[0][0].size == 0 or splits[0][1].size == 0:
+            raise TrainingError("the fixed split leaves no usable recording for training or for test")
+    result = _evaluation.run_splits(X_items, y_items, splits, lambda: make_classifier(**params), progress=progress)
+    tested = result["tested"]
+    y_true = [y for y, t in zip(y_items, tested) if t]
+    y_pred = [p for p, t in zip(result["y_pred"], tested) if t]
+    scores = result["scores"][tested]
+    labels = result["classes"]
+    m = _evaluation.classification_metrics(y_true, y_pred, labels)
+    verification = _evaluation.verification_metrics(*_evaluation.one_vs_rest_scores(y_true, scores, labels))
+    names = [rows[i].name for i in src]
+    predictions = [
+        Prediction(name, pred, softmax(np.nan_to_num(sc, nan=-np.inf)), sc, int(X.shape[0]))
+        for name, pred, sc, X, t in zip(names, result["y_pred"], result["scores"], X_items, tested) if t
+    ]
+    for f, (tr, te) in zip(result["folds"], splits):
+        f["test_groups"] = sorted({str(g_items[i]) for i in te})
+    protocol = {
+        "kind": "fixed" if test else "k-fold",
+        "n_splits": len(splits),
+        "group_by": group_by,
+        "clip": clip,
+        "method": method,
+        "n_components": n_components,
+        "feature_config": config.to_dict(),
+        "n_items": len(items),
+        "n_groups": len(set(g_items)),
+        "fold_accuracy_mean": float(np.mean([f["accuracy"] for f in result["folds"]])),
+        "fold_accuracy_std": float(np.std([f["accuracy"] for f in result["folds"]])),
+    }
+    return Evaluation(
+        labels=labels, y_true=y_true, y_pred=y_pred, accuracy=m["accuracy"],
+        balanced_accuracy=m["balanced_accuracy"], macro_f1=m["macro_f1"], precision=m["precision"],
+        recall=m["recall"], f1=m["f1"], support=m["support"], confusion=m["confusion"],
+        predictions=predictions, skipped=skipped, verification=verification, folds=result["folds"],
+        protocol=protocol,
     )
 
 

@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiogmm.gmm import DEFAULT_BLOCK_SIZE, DiagonalGMM, score_samples_many  # noqa: E402
+from audiogmm.gmm import DiagonalGMM, _auto_block_size, score_samples_many  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -73,13 +73,34 @@ def synthetic_frames(n, d, rng):
 
 
 def timed(fn):
+    """Run ``fn()``: (result, wall seconds, CPU seconds of this process, peak traced bytes)."""
     tracemalloc.start()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return out, dt, peak
+    return out, dt, dc, peak
+
+
+def machine_line():
+    """CPU model, core count, load average and BLAS kernel, for the results table."""
+    import os
+    import platform
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "?"
+    blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    return (f"{model}, {os.cpu_count()} CPUs, load average {load}; numpy {np.__version__}; "
+            f"BLAS {'; '.join(sorted(set(blas)))}")
 
 
 def measure_rates(n_features, k, block, dtype):
@@ -106,16 +127,17 @@ def _t(fn):
     return time.perf_counter() - t0
 
 
-def bench_shape(X, k, iters, rng, log):
+def bench_shape(X, k, iters, rng, log, threads=True):
     n, d = X.shape
     X64 = X.astype(np.float64)
     init = DiagonalGMM(k, max_iter=0, random_state=0).fit(X)
     w0, m0, v0 = init.weights_, init.means_, init.variances_
     from sklearn.mixture import GaussianMixture
 
-    def ours(it):
+    def ours(it, n_threads=1):
         g = DiagonalGMM(k, weights_init=w0, means_init=m0, variances_init=v0, tol=0.0,
                         max_iter=it)
+        g._row_threads = n_threads  # row-block threads, each with one BLAS thread
         return g.fit(X)
 
     def sk(it, data):
@@ -124,25 +146,30 @@ def bench_shape(X, k, iters, rng, log):
                             init_params="random_from_data", random_state=0)
         return g.fit(data)
 
+    runs = [("audiogmm f32", ours), ("sklearn f64", lambda it: sk(it, X64)),
+            ("sklearn f32", lambda it: sk(it, X))]
+    if threads:
+        runs.insert(1, ("audiogmm 2thr", lambda it: ours(it, 2)))
     rows = {}
-    for name, run in (("audiogmm f32", ours), ("sklearn f64", lambda it: sk(it, X64)),
-                      ("sklearn f32", lambda it: sk(it, X))):
-        _, t0, _ = timed(lambda: run(1))
-        model, t1, peak = timed(lambda: run(iters))
-        rows[name] = ((t1 - t0) / (iters - 1) / n * 1e6, model.lower_bound_, peak)
-    gemm_rate, exp_rate = measure_rates(d, k, DEFAULT_BLOCK_SIZE, np.float32)
+    for name, run in runs:
+        _, t0, c0, _ = timed(lambda: run(1))
+        model, t1, c1, peak = timed(lambda: run(iters))
+        rows[name] = ((t1 - t0) / (iters - 1) / n * 1e6, (c1 - c0) / (iters - 1) / n * 1e6,
+                      model.lower_bound_, peak)
+    bs = _auto_block_size(k)
+    gemm_rate, exp_rate = measure_rates(d, k, bs, np.float32)
     floor = (4 * 2 * n * d * k / gemm_rate + n * k / exp_rate) / n * 1e6
-    ours_t = rows["audiogmm f32"][0]
-    ref_ll = rows["sklearn f64"][1]
+    ours_t, ours_c = rows["audiogmm f32"][:2]
+    ref_ll = rows["sklearn f64"][2]
     log(f"\nK={k}  D={d}  N={n:,}  iterations={iters} (tol=0)   "
-        f"floor {floor:.3f} s/iter/Mframe (f32 GEMM {gemm_rate / 1e9:.0f} GFLOP/s on "
-        f"({DEFAULT_BLOCK_SIZE},{d})@({d},{k}), exp {exp_rate / 1e9:.2f} Gelem/s)")
-    log(f"  {'':14s}{'s/iter/Mframe':>14s}{'vs audiogmm':>13s}{'mean loglik':>16s}"
-        f"{'rel.diff f64':>14s}{'peak MB':>10s}")
-    for name, (sec, ll, peak) in rows.items():
-        log(f"  {name:14s}{sec:14.3f}{sec / ours_t:12.1f}x{ll:16.6f}"
-            f"{abs(ll - ref_ll) / abs(ref_ll):14.1e}{peak / 2**20:10.0f}")
-    log(f"  audiogmm / floor = {ours_t / floor:.2f}")
+        f"floor {floor:.3f} s/iter/Mframe (1 core: f32 GEMM {gemm_rate / 1e9:.0f} GFLOP/s on "
+        f"({bs},{d})@({d},{k}), exp {exp_rate / 1e9:.2f} Gelem/s)")
+    log(f"  {'':14s}{'wall s/it/Mfr':>14s}{'x audiogmm':>11s}{'CPU s/it/Mfr':>14s}"
+        f"{'x audiogmm':>11s}{'mean loglik':>15s}{'rel.diff f64':>13s}{'peak MB':>9s}")
+    for name, (sec, cpu, ll, peak) in rows.items():
+        log(f"  {name:14s}{sec:14.3f}{sec / ours_t:10.1f}x{cpu:14.3f}{cpu / ours_c:10.1f}x"
+            f"{ll:15.6f}{abs(ll - ref_ll) / abs(ref_ll):13.1e}{peak / 2**20:9.0f}")
+    log(f"  audiogmm / floor = {ours_t / floor:.2f} (wall), {ours_c / floor:.2f} (CPU)")
     return init
 
 
@@ -162,23 +189,56 @@ def bench_scoring(X, base, n_models, log):
         s.precisions_cholesky_ = 1 / np.sqrt(base.variances_)
         s.n_features_in_ = X.shape[1]
         skl.append(s)
-    ours, t_ours = _best(lambda: score_samples_many(models, X))
+    ours, t_ours, c_ours = _best(lambda: score_samples_many(models, X))
     X64 = X.astype(np.float64)
-    ref, t_sk = _best(lambda: np.stack([s.score_samples(X64) for s in skl], axis=1), reps=1)
+    ref, t_sk, c_sk = _best(lambda: np.stack([s.score_samples(X64) for s in skl], axis=1), reps=1)
     err = np.max(np.abs(ours - ref) / np.abs(ref))
     fm = X.shape[0] * n_models
     log(f"\nscoring {n_models} models x K={base.n_components} on {X.shape[0]:,} frames: "
         f"score_samples_many {fm / t_ours / 1e6:.1f} M frame-models/s, sklearn score_samples "
-        f"(f64) {fm / t_sk / 1e6:.1f} M/s  -> {t_sk / t_ours:.1f}x  (max rel. diff {err:.1e})")
+        f"(f64) {fm / t_sk / 1e6:.1f} M/s  -> {t_sk / t_ours:.1f}x wall, {c_sk / c_ours:.1f}x CPU"
+        f"  (max rel. diff {err:.1e})")
 
 
 def _best(fn, reps=3):
-    out, best = None, np.inf
+    out, best, best_cpu = None, np.inf, np.inf
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
-    return out, best
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return out, best, best_cpu
+
+
+def _proc_status_mb(field):
+    """A memory field of /proc/self/status in MiB (Linux), or the peak RSS from resource."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_big(X, k, iters, log):
+    """Memory of training on X (e.g. 1e7 x 40 float32): peak RSS growth and traced peak."""
+    before = _proc_status_mb("VmRSS")
+    try:  # reset the RSS high-water mark so VmHWM covers this fit only (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    g = DiagonalGMM(k, max_iter=iters, tol=0.0, random_state=0)
+    _, wall, cpu, traced = timed(lambda: g.fit(X))
+    peak = _proc_status_mb("VmHWM")
+    log(f"\nbig: N={X.shape[0]:,} D={X.shape[1]} K={k}, fit with {iters} EM iterations incl. "
+        f"init (data {X.nbytes / 2**20:.0f} MiB float32): {wall:.1f} s wall, {cpu:.1f} s CPU; "
+        f"peak traced allocations {traced / 2**20:.0f} MiB; peak RSS {peak - before:.0f} MiB "
+        f"above the RSS with the data loaded"
+        + ("" if reset else " (high-water mark not resettable: an upper bound)"))
 
 
 def main(argv=None):
@@ -189,33 +249,42 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--files", type=int, default=300, help="recordings for real MFCC frames")
     ap.add_argument("--models", type=int, default=10, help="models for the scoring benchmark")
+    ap.add_argument("--no-threads", action="store_true",
+                    help="skip the variant of audiogmm with 2 row-block threads")
+    ap.add_argument("--big", action="store_true",
+                    help="only the memory check: 1e7 frames, D=40, K=64, 3 iterations (minutes)")
     args = ap.parse_args(argv)
-    n = args.n_frames or (100_000 if args.quick else 1_000_000)
-    ks = args.components or ([8, 64] if args.quick else [8, 32, 64, 256])
-    iters = args.iters or (3 if args.quick else 5)
+    n = args.n_frames or (10_000_000 if args.big else 100_000 if args.quick else 1_000_000)
+    ks = args.components or ([64] if args.big else [8, 64] if args.quick else [8, 32, 64, 256])
+    iters = args.iters or (3 if args.quick or args.big else 5)
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)
 
     def log(msg):
         print(msg, flush=True)
 
+    import os
+
     with threadpool_limits(limits=1, user_api="blas"):
-        blas = [f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} "
-                f"threads={i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas"]
-        log(f"BLAS: {'; '.join(blas)} (limited to 1 thread for everything)")
-        import os
-        log("OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s" % (os.environ.get("OPENBLAS_CORETYPE"),
-                                                         os.environ.get("OPENBLAS_L2_SIZE")))
+        log(f"machine: {machine_line()}")
+        log(f"command: python bench/gmm.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+            f"  (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}, "
+            f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}; BLAS limited to 1 thread)")
         frames, source = real_frames(args.files, rng)
         if frames is None:
             frames = synthetic_frames(200_000, 40, rng)
         X = np.ascontiguousarray(np.resize(frames, (n, frames.shape[1])))
-        log(f"data: {source}, tiled to {X.shape} float32; audiogmm block_size="
-            f"{DEFAULT_BLOCK_SIZE}")
+        del frames
+        log(f"data: {source}, tiled to {X.shape} float32; audiogmm block_size=None "
+            f"(auto: {', '.join(f'K={k}: {_auto_block_size(k)}' for k in ks)})")
+        if args.big:
+            for k in ks:
+                bench_big(X, k, iters, log)
+            return
         base = None
         for k in ks:
             it = max(3, iters // 2 + 1) if k >= 256 else max(iters, 2)
-            init = bench_shape(X, k, it, rng, log)
+            init = bench_shape(X, k, it, rng, log, threads=not args.no_threads)
             if k == 64 or base is None:
                 base = init
         bench_scoring(X[: min(n, 200_000)], base, args.models, log)

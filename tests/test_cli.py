@@ -177,3 +177,49 @@ def test_demo_kept_dir_runs_twice(runner, tmp_path):
     assert report["evaluation"]["n_recordings"] == 50
     assert 0.6 <= report["evaluation"]["accuracy"] <= 0.98  # learnable, yet not trivial
     assert (tmp_path / "d" / "demo.agmm").is_file()
+
+
+def test_predict_segment_timeline(runner, tone_corpus, tmp_path, write_wav):
+    from conftest import synth_tone
+
+    trained = tmp_path / "sliding.agmm"
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(trained), "-k", "2", "-q",
+                                  "--cmvn", "none"])
+    assert result.exit_code == 0, result.output
+    y = np.concatenate([synth_tone("low", seconds=2.0, seed=101), synth_tone("high", seconds=2.0, seed=102)])
+    path = write_wav("two.wav", y)
+    result = runner.invoke(main, ["predict", str(trained), str(path), "--segment", "1", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["start"], r["end"]) for r in rows] == [("0.000", "1.000"), ("1.000", "2.000"),
+                                                      ("2.000", "3.000"), ("3.000", "4.000")]
+    labels = [r["label"] for r in rows]
+    k = labels.index("high")
+    assert labels == ["low"] * k + ["high"] * (4 - k) and abs(k - 2) <= 1  # the switch, within one segment
+    assert set(rows[0]) >= {"p_low", "p_high", "p_noise", "confidence"}
+    result = runner.invoke(main, ["predict", str(trained), str(path), "--segment", "2", "-f", "json"])
+    data = json.loads(result.stdout)
+    assert [s["label"] for s in data[0]["segments"]] == ["low", "high"] and data[0]["duration"] == 4.0
+    assert set(data[0]["segments"][0]["probabilities"]) == {"low", "high", "noise"}
+    result = runner.invoke(main, ["predict", str(trained), str(path), "--segment", "2"])
+    assert result.exit_code == 0 and "(4.00 s)" in result.stdout and "high" in result.stdout.splitlines()[-1]
+    result = runner.invoke(main, ["predict", str(trained), str(path), "--segment", "0"])
+    assert result.exit_code == 2 and "segment must be a number of seconds > 0, got 0.0" in result.stderr
+
+
+def test_train_n_components_auto(runner, tone_corpus, tmp_path):
+    model = tmp_path / "auto.agmm"
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "-k", "auto",
+                                  "--max-iter", "30", "-q"])
+    assert result.exit_code == 0, result.output
+    loaded = load_model(model)
+    clf = loaded.classifier
+    assert clf.n_components == "auto"
+    ks = [g.weights_.shape[0] for g in clf.gmms_]
+    assert all(k in (1, 2, 4, 8, 16, 32, 64) for k in ks)
+    assert clf.n_components_.tolist() == ks
+    assert [loaded.summary["classes"][c]["n_components"] for c in loaded.classes] == ks
+    assert set(loaded.summary["bic"]) == set(loaded.classes)
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "-k", "many"])
+    assert result.exit_code == 2
+    assert "'many' is not an int or 'auto'" in result.stderr

@@ -122,3 +122,14 @@ def test_newer_version_and_inconsistent_content(tmp_path, model):
 def test_missing_model(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "none.agmm")
+
+
+@pytest.mark.parametrize("name", ["speech", "language", "music"])
+def test_presets_round_trip_through_the_model_file(tmp_path, rng, name):
+    config = FeatureConfig.preset(name, cmvn="sliding", cmvn_window=2.5, vad_threshold_db=35.0)
+    d = config.n_features
+    clf = GMMClassifier(n_components=2, random_state=0).fit([rng.normal(c, 1, (60, d)) for c in (0, 3)], ["a", "b"])
+    path = save_model(TrainedModel(clf, config), tmp_path / f"{name}.agmm")
+    loaded = load_model(path).feature_config
+    assert loaded == config and loaded.to_dict() == config.to_dict()
+    assert (loaded.sdc, loaded.vad, loaded.n_features) == (config.sdc, config.vad, d)

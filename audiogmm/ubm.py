@@ -1,0 +1,710 @@
+r"""GMM-UBM: one universal background model, class models by MAP adaptation, LLR scoring.
+
+The recipe of Reynolds, Quatieri and Dunn, "Speaker verification using adapted Gaussian
+mixture models", *Digital Signal Processing* 10 (2000) 19-41:
+
+1. **UBM.** One :class:`~audiogmm.gmm.DiagonalGMM` with ``n_components`` components is
+   trained by EM on the pooled frames of every class, *balanced across classes*: each class
+   contributes the same number of frames (a random subset of a large class, whole copies
+   plus a random subset of a small one; at most ``ubm_max_frames`` in all), so the UBM
+   is not the model of whichever class has the most audio.
+2. **MAP adaptation.** For class :math:`c` the Baum-Welch statistics of its frames
+   against the UBM are accumulated (:func:`map_statistics`),
+
+   .. math::
+
+       n_k = \sum_t \gamma_{tk}, \quad F_k = \sum_t \gamma_{tk} x_t, \quad
+       S_k = \sum_t \gamma_{tk} x_t^2, \qquad
+       \gamma_{tk} = P(k \mid x_t, \mathrm{UBM}),
+
+   and each component moves towards its data by the data-dependent factor
+   :math:`\alpha_k = n_k / (n_k + r)` (``relevance_factor`` :math:`r`, default 16;
+   :func:`map_adapt`):
+
+   .. math::
+
+       \hat\mu_k &= \alpha_k F_k / n_k + (1 - \alpha_k)\,\mu_k \\
+       \hat w_k &\propto \alpha_k n_k / T + (1 - \alpha_k)\, w_k \\
+       \hat\sigma^2_k &= \alpha_k S_k / n_k + (1 - \alpha_k)(\sigma^2_k + \mu_k^2)
+                        - \hat\mu_k^2 .
+
+   Only the means are adapted by default (``adapt="means"``), as Reynolds et al.
+   recommend; ``"means,weights"``, ``"means,variances"``, ``"means,weights,variances"``
+   (any non-empty subset) are accepted. A component that sees no data of the class keeps
+   the UBM's parameters, so a class model is defined everywhere the UBM is.
+3. **Scoring.** A recording's score for class :math:`c` is the mean over its frames of
+   the log-likelihood ratio :math:`\log p(x_t \mid c) - \log p(x_t \mid \mathrm{UBM})`.
+   With **top-C scoring** (``top_c``, default 5) the UBM log-likelihood uses all its
+   components, and the class log-likelihood only the ``top_c`` components that score
+   highest under the UBM for that frame (the others contribute almost nothing because
+   an adapted component stays close to its UBM component). Scoring then costs one
+   UBM pass plus ``top_c`` components per class instead of ``n_components``; ``top_c=None``
+   (or ``>= n_components``) scores every component exactly.
+
+Since every class score has the same UBM term, the label and the probabilities
+(``softmax(score + log prior)``) are the same as those from the class models'
+mean log-likelihoods; only the scores themselves are shifted (LLRs near 0 mean "no
+evidence either way", which makes them comparable across recordings: what the EER
+and DET curves of :mod:`audiogmm.pipeline` need).
+
+Far from the data every term is computed in float64 in log space with a per-frame
+shift, so a frame millions of standard deviations away scores a very negative but finite
+log-likelihood and a finite LLR, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from scipy.special import log_softmax, logsumexp, softmax
+
+from .exceptions import NotFittedError, ParameterError, TrainingError
+from .gmm import DiagonalGMM
+
+__all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
+
+#: The parameters MAP adaptation may update (``adapt`` is a comma-separated subset).
+ADAPT_PARTS = ("means", "weights", "variances")
+_LOG_2PI = math.log(2.0 * math.pi)
+#: Frames per block while scoring and accumulating statistics.
+_BLOCK = 1024
+#: Frames of many short recordings scored in one batch.
+_BATCH_FRAMES = 1 << 16
+
+
+# --------------------------------------------------------------------------------------
+# Pure functions: the mathematics, testable by hand
+# --------------------------------------------------------------------------------------
+
+
+def _log_joint(X, weights, means, variances):
+    """``log w_k + log N(x_t | mu_k, var_k)`` for every frame and component, (n, K) float64."""
+    X = np.asarray(X, dtype=np.float64)
+    prec = 1.0 / variances
+    const = np.log(np.maximum(weights, np.finfo(np.float64).tiny)) - 0.5 * (
+        means.shape[1] * _LOG_2PI + np.log(variances).sum(axis=1) + (means * means * prec).sum(axis=1))
+    # Dot-product form: x.(mu/var) - 0.5 x^2.(1/var) + const, two GEMMs (float64: no cancellation
+    # worth speaking of for normalised features; far frames give large negative, finite values).
+    L = X @ (means * prec).T
+    L -= 0.5 * (X * X) @ prec.T
+    L += const
+    return L
+
+
+def map_statistics(X, weights, means, variances, *, block_size=4096):
+    """Zeroth-, first- and second-order statistics of frames against a diagonal GMM.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_frames, n_features)
+    weights : array-like of shape (K,)
+    means, variances : array-like of shape (K, n_features)
+    block_size : int, default=4096
+        Frames per block (memory O(block_size x K)).
+
+    Returns
+    -------
+    n : ndarray of shape (K,)
+        ``sum_t gamma_tk``, the soft count of frames of each component.
+    F : ndarray of shape (K, n_features)
+        ``sum_t gamma_tk x_t``.
+    S : ndarray of shape (K, n_features)
+        ``sum_t gamma_tk x_t ** 2``.
+    loglik : float
+        ``sum_t log p(x_t)`` under the GMM.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> n, F, S, _ = map_statistics(np.array([[1.0], [3.0]]), [1.0], [[0.0]], [[1.0]])
+    >>> n.tolist(), F.tolist(), S.tolist()
+    ([2.0], [[4.0]], [[10.0]])
+    """
+    w, mu, var = _check_gmm_arrays(weights, means, variances)
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != mu.shape[1]:
+        raise ParameterError(f"X must have shape (n_frames, {mu.shape[1]}), got {X.shape}")
+    k, d = mu.shape
+    n, F, S, loglik = np.zeros(k), np.zeros((k, d)), np.zeros((k, d)), 0.0
+    for a in range(0, X.shape[0], block_size):
+        Xb = np.asarray(X[a:a + block_size], dtype=np.float64)
+        L = _log_joint(Xb, w, mu, var)
+        ll = logsumexp(L, axis=1)
+        loglik += float(ll.sum())
+        R = np.exp(L - ll[:, None])
+        n += R.sum(axis=0)
+        F += R.T @ Xb
+        S += R.T @ (Xb * Xb)
+    return n, F, S, loglik
+
+
+def map_adapt(weights, means, variances, n, F, S=None, *, relevance_factor=16.0, adapt="means",
+              var_floor=1e-6):
+    """MAP-adapt a diagonal GMM to data summarised by its statistics (Reynolds et al. 2000).
+
+    Parameters
+    ----------
+    weights : array-like of shape (K,)
+    means, variances : array-like of shape (K, D)
+        The prior model (the UBM).
+    n, F, S : array-like of shapes (K,), (K, D), (K, D)
+        Statistics from :func:`map_statistics`. ``S`` is needed only to adapt variances.
+    relevance_factor : float > 0, default=16
+        ``r`` in ``alpha_k = n_k / (n_k + r)``: how many frames a component must see before
+        its data outweigh the prior.
+    adapt : str, default="means"
+        Comma-separated subset of ``"means"``, ``"weights"``, ``"variances"``.
+    var_floor : float, default=1e-6
+        Adapted variances never go below this.
+
+    Returns
+    -------
+    weights, means, variances : ndarrays of shapes (K,), (K, D), (K, D), float64
+        Parameters not adapted are returned as (copies of) the prior's.
+
+    Examples
+    --------
+    One component, prior mean 0 and variance 1; 4 frames with mean 2, relevance factor 16:
+    ``alpha = 4 / 20 = 0.2`` and the mean moves to ``0.2 * 2 = 0.4``.
+
+    >>> w, mu, var = map_adapt([1.0], [[0.0]], [[1.0]], [4.0], [[8.0]], relevance_factor=16)
+    >>> float(mu[0, 0])
+    0.4
+    """
+    w, mu, var = _check_gmm_arrays(weights, means, variances)
+    parts = _check_adapt(adapt)
+    r = _check_positive("relevance_factor", relevance_factor)
+    n = np.asarray(n, dtype=np.float64)
+    F = np.asarray(F, dtype=np.float64)
+    if n.shape != w.shape or F.shape != mu.shape:
+        raise ParameterError(f"n and F must have shapes {w.shape} and {mu.shape}, got {n.shape} and {F.shape}")
+    if "variances" in parts:
+        if S is None:
+            raise ParameterError("S (second-order statistics) is required to adapt variances")
+        S = np.asarray(S, dtype=np.float64)
+        if S.shape != mu.shape:
+            raise ParameterError(f"S must have shape {mu.shape}, got {S.shape}")
+    alpha = n / (n + r)
+    safe_n = np.where(n > 0, n, 1.0)[:, None]
+    Ex = F / safe_n  # only used where alpha > 0, i.e. n > 0
+    new_mu = alpha[:, None] * Ex + (1.0 - alpha[:, None]) * mu if "means" in parts else mu.copy()
+    new_w = w.copy()
+    if "weights" in parts:
+        total = n.sum()
+        new_w = alpha * (n / total if total > 0 else 0.0) + (1.0 - alpha) * w
+        new_w /= new_w.sum()
+    new_var = var.copy()
+    if "variances" in parts:
+        Exx = S / safe_n
+        a = alpha[:, None]
+        new_var = a * Exx + (1.0 - a) * (var + mu * mu) - new_mu * new_mu
+        new_var = np.maximum(new_var, var_floor)
+    return new_w, new_mu, new_var
+
+
+def balanced_frames(frames, max_frames=None, random_state=None):
+    """Pool per-class frame matrices so that every class contributes as many frames.
+
+    Parameters
+    ----------
+    frames : sequence of ndarray of shape (n_c, D)
+        One matrix per class.
+    max_frames : int or None, default=None
+        At most this many frames in all (``max_frames // n_classes`` per class); None: each
+        class contributes as many frames as the largest class has.
+    random_state : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    X : ndarray of shape (n_classes * n_target, D)
+        A class with more frames than the target gives a random subset (without
+        replacement); a smaller one gives whole copies of itself plus a random subset.
+    """
+    rng = np.random.default_rng(random_state)
+    sizes = [f.shape[0] for f in frames]
+    target = max(sizes)
+    if max_frames is not None:
+        target = max(1, min(target, int(max_frames) // len(frames)))
+    parts = []
+    for f in frames:
+        m = f.shape[0]
+        if m >= target:
+            idx = np.sort(rng.choice(m, size=target, replace=False)) if m > target else slice(None)
+            parts.append(f[idx])
+        else:
+            reps, rest = divmod(target, m)
+            idx = np.concatenate([np.tile(np.arange(m), reps), np.sort(rng.choice(m, size=rest, replace=False))])
+            parts.append(f[idx])
+    return np.concatenate(parts)
+
+
+def _frame_llr(Xb, ubm, models, top_c):
+    """Per-frame LLR of every class, (n, n_classes) float64.
+
+    ``ubm`` is ``(w, mu, var)``; ``models`` is ``(log_const, means, precisions)`` stacked over
+    classes with shapes (C, K), (C, K, D), (C, K, D) (precisions may be (1, K, D) when shared).
+    """
+    Xb = np.asarray(Xb, dtype=np.float64)
+    L = _log_joint(Xb, *ubm)
+    ubm_ll = logsumexp(L, axis=1)
+    log_const, means, prec = models
+    n_classes, k = log_const.shape
+    n = Xb.shape[0]
+    out = np.empty((n, n_classes))
+    if top_c is None or top_c >= k:  # exact: every component of every class, by GEMM
+        for c in range(n_classes):
+            p = prec[0 if prec.shape[0] == 1 else c]
+            lj = Xb @ (means[c] * p).T
+            lj -= 0.5 * (Xb * Xb) @ p.T
+            lj += log_const[c] - 0.5 * (means[c] * means[c] * p).sum(axis=1)
+            out[:, c] = logsumexp(lj, axis=1)
+        out -= ubm_ll[:, None]
+        return out
+    idx = np.argpartition(L, k - top_c, axis=1)[:, k - top_c:]
+    shared_prec = prec.shape[0] == 1
+    if shared_prec:
+        P = prec[0][idx]  # (n, C, D)
+    for c in range(n_classes):
+        diff = Xb[:, None, :] - means[c][idx]
+        diff *= diff
+        q = np.einsum("ncd,ncd->nc", diff, P if shared_prec else prec[c][idx])
+        lj = log_const[c][idx] - 0.5 * q
+        out[:, c] = logsumexp(lj, axis=1)
+    out -= ubm_ll[:, None]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_gmm_arrays(weights, means, variances):
+    w = np.asarray(weights, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    var = np.asarray(variances, dtype=np.float64)
+    if mu.ndim != 2 or var.shape != mu.shape or w.shape != mu.shape[:1]:
+        raise ParameterError(f"weights, means and variances must have shapes (K,), (K, D), (K, D), "
+                             f"got {w.shape}, {mu.shape}, {var.shape}")
+    if np.any(var <= 0):
+        raise ParameterError("variances must all be > 0")
+    return w, mu, var
+
+
+def _check_adapt(adapt):
+    if not isinstance(adapt, str):
+        raise ParameterError(f"adapt must be a comma-separated subset of {', '.join(ADAPT_PARTS)}, got {adapt!r}")
+    parts = [p.strip() for p in adapt.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ADAPT_PARTS]
+    if not parts or bad:
+        raise ParameterError(
+            f"adapt must be a comma-separated subset of {', '.join(ADAPT_PARTS)} (e.g. 'means' or "
+            f"'means,variances'), got {adapt!r}"
+        )
+    return frozenset(parts)
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _as_recordings(X, *, name="X"):
+    """A list of 2-D float arrays from a sequence of recordings or a 2-D array (one per row)."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        if not np.issubdtype(X.dtype, np.number):
+            raise ParameterError(f"{name} must hold numbers, got dtype {X.dtype}")
+        return [X[i:i + 1] for i in range(X.shape[0])]
+    if isinstance(X, np.ndarray) or not hasattr(X, "__len__"):
+        raise ParameterError(
+            f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array, "
+            f"got {type(X).__name__} with shape {getattr(X, 'shape', None)}"
+        )
+    out = []
+    for i, x in enumerate(X):
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ParameterError(f"{name}[{i}] must be a 2-D (n_frames, n_features) array, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ParameterError(f"{name}[{i}] must hold numbers, got dtype {x.dtype}")
+        out.append(x)
+    return out
+
+
+def _seed(random_state):
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0:
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------
+
+
+class UBMClassifier:
+    """Classify recordings with a universal background model and MAP-adapted class models.
+
+    Same interface as :class:`~audiogmm.classifier.GMMClassifier` (``fit``,
+    ``score_recordings``, ``decision_function``, ``predict``, ``predict_proba``); see the
+    module docstring for the method.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Components of the UBM (and so of every class model).
+    relevance_factor : float, default=16.0
+        MAP relevance factor ``r``: ``alpha_k = n_k / (n_k + r)``.
+    adapt : str, default="means"
+        Which parameters MAP adapts: a comma-separated subset of ``means``, ``weights``,
+        ``variances``.
+    top_c : int or None, default=5
+        Class log-likelihoods use only the ``top_c`` best UBM components of each frame
+        (None: all, exact).
+    ubm_max_frames : int or None, default=300000
+        Most frames (balanced across classes) the UBM is trained on.
+    tol, reg_covar, max_iter, n_init, init_params, dtype
+        Passed to the UBM's :class:`~audiogmm.gmm.DiagonalGMM`.
+    priors : None, "uniform", "empirical" or array-like of shape (n_classes,), default=None
+        As :class:`~audiogmm.classifier.GMMClassifier`.
+    random_state : None, int or numpy.random.Generator, default=None
+        Seeds the frame balancing and the UBM's initialisation.
+    n_jobs : int or None, default=None
+        Accepted for interface compatibility; the UBM fit and the adaptation run in this thread.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    ubm_ : DiagonalGMM
+        The universal background model.
+    gmms_ : list of DiagonalGMM
+        The adapted model of each class, in the order of ``classes_``.
+    class_prior_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    n_recordings_, n_frames_ : ndarray of shape (n_classes,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = [rng.normal(0, 1, (200, 3)), rng.normal(3, 1, (200, 3)), rng.normal(0, 1, (150, 3))]
+    >>> clf = UBMClassifier(n_components=4, random_state=0).fit(X, ["a", "b", "a"])
+    >>> clf.predict([rng.normal(3, 1, (20, 3))]).tolist()
+    ['b']
+    """
+
+    _param_names = (
+        "n_components", "relevance_factor", "adapt", "top_c", "ubm_max_frames", "tol", "reg_covar",
+        "max_iter", "n_init", "init_params", "dtype", "priors", "random_state", "n_jobs",
+    )
+
+    def __init__(self, n_components=64, *, relevance_factor=16.0, adapt="means", top_c=5,
+                 ubm_max_frames=300_000, tol=1e-3, reg_covar=1e-3, max_iter=100, n_init=1,
+                 init_params="k-means++", dtype="float32", priors=None, random_state=None, n_jobs=None):
+        self.n_components = n_components
+        self.relevance_factor = relevance_factor
+        self.adapt = adapt
+        self.top_c = top_c
+        self.ubm_max_frames = ubm_max_frames
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.dtype = dtype
+        self.priors = priors
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # -- scikit-learn estimator protocol -------------------------------------------------
+    def get_params(self, deep=True):
+        """Parameters of this estimator, as a dict (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._param_names}
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn protocol); returns ``self``."""
+        for name, value in params.items():
+            if name not in self._param_names:
+                raise ParameterError(f"invalid parameter {name!r} for UBMClassifier; valid: {', '.join(self._param_names)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = UBMClassifier().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if not (v is defaults[k] or (isinstance(v, (str, int, float)) and v == defaults[k]))]
+        return f"UBMClassifier({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "gmms_")
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+
+    # -- validation ----------------------------------------------------------------------
+    def _ubm_params(self):
+        return dict(n_components=self.n_components, tol=self.tol, reg_covar=self.reg_covar,
+                    max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype)
+
+    def _validate_params(self):
+        k = self.n_components
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise ParameterError(f"n_components must be an int >= 1, got {k!r}")
+        _check_positive("relevance_factor", self.relevance_factor)
+        _check_adapt(self.adapt)
+        c = self.top_c
+        if c is not None and (not isinstance(c, numbers.Integral) or isinstance(c, bool) or c < 1):
+            raise ParameterError(f"top_c must be None or an int >= 1, got {c!r}")
+        m = self.ubm_max_frames
+        if m is not None and (not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1):
+            raise ParameterError(f"ubm_max_frames must be None or an int >= 1, got {m!r}")
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0):
+            raise ParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
+        if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
+            raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
+        if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
+            raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
+        _seed(self.random_state)
+        DiagonalGMM(**self._ubm_params())._validated_params()
+
+    def _resolve_priors(self, n_recordings):
+        p = self.priors
+        if p is None or (isinstance(p, str) and p == "uniform"):
+            return np.full(len(n_recordings), 1.0 / len(n_recordings))
+        if isinstance(p, str):
+            return n_recordings / n_recordings.sum()
+        p = np.asarray(p, dtype=float)
+        if p.shape != (len(n_recordings),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
+            raise ParameterError(f"priors must hold {len(n_recordings)} positive numbers (one per class, in the "
+                                 f"order {list(self.classes_)}), got {self.priors!r}")
+        return p / p.sum()
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train the UBM on the balanced pooled frames, then MAP-adapt one model per class.
+
+        Parameters
+        ----------
+        X : sequence of ndarray of shape (n_frames_i, n_features), or ndarray (n_samples, n_features)
+        y : array-like of shape (n_recordings,)
+
+        Returns
+        -------
+        self : UBMClassifier
+
+        Raises
+        ------
+        ParameterError
+            Bad parameters, mismatched lengths, non-finite or inconsistent features.
+        TrainingError
+            Fewer pooled frames than ``n_components``.
+        """
+        self._validate_params()
+        recordings = _as_recordings(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != len(recordings):
+            raise ParameterError(f"y must be 1-D with one label per recording ({len(recordings)}), got shape {y.shape}")
+        if not recordings:
+            raise ParameterError("X holds no recording: give at least one recording per class")
+        widths = {r.shape[1] for r in recordings}
+        if len(widths) != 1:
+            raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
+        for i, r in enumerate(recordings):
+            if not np.all(np.isfinite(r)):
+                raise ParameterError(f"X[{i}] contains NaN or infinity")
+        classes, y_idx = np.unique(y, return_inverse=True)
+        frames = []
+        for c in range(classes.size):
+            parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
+            frames.append(np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0]))
+        dtype = np.float32 if all(f.dtype == np.float32 for f in frames) else np.float64
+        rng = np.random.default_rng(_seed(self.random_state))
+        pooled = balanced_frames([f.astype(dtype, copy=False) for f in frames], self.ubm_max_frames, rng)
+        if pooled.shape[0] < self.n_components:
+            raise TrainingError(
+                f"the classes have {pooled.shape[0]} frame(s) in all, fewer than n_components={self.n_components}: "
+                f"add audio or lower n_components"
+            )
+        ubm = DiagonalGMM(**self._ubm_params(), random_state=rng).fit(pooled)
+        del pooled
+        w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
+        gmms = []
+        for f in frames:
+            n, F, S, _ = map_statistics(f, w, mu, var)
+            wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
+                                      adapt=self.adapt, var_floor=float(self.reg_covar) or 1e-6)
+            g = _gmm_from_arrays(wc, muc, varc, self._ubm_params())
+            g.lower_bound_ = float(g.score(f))
+            gmms.append(g)
+        self.classes_ = classes
+        self.n_features_in_ = widths.pop()
+        self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
+        self.n_frames_ = np.array([f.shape[0] for f in frames])
+        self.ubm_ = ubm
+        self.gmms_ = gmms
+        self.class_prior_ = self._resolve_priors(self.n_recordings_)
+        self._prepare()
+        return self
+
+    def _prepare(self):
+        """Stack the class models for scoring (also called after loading a model file)."""
+        w, mu, var = (np.asarray(getattr(self.ubm_, a), dtype=np.float64) for a in ("weights_", "means_", "variances_"))
+        self._ubm_arrays = (w, mu, var)
+        means = np.stack([np.asarray(g.means_, dtype=np.float64) for g in self.gmms_])
+        variances = np.stack([np.asarray(g.variances_, dtype=np.float64) for g in self.gmms_])
+        weights = np.stack([np.asarray(g.weights_, dtype=np.float64) for g in self.gmms_])
+        if means.shape[1:] != mu.shape or weights.shape[1:] != w.shape:
+            raise ParameterError(f"class models must have the UBM's shape {mu.shape}, got {means.shape[1:]}")
+        log_const = np.log(np.maximum(weights, np.finfo(np.float64).tiny)) - 0.5 * (
+            mu.shape[1] * _LOG_2PI + np.log(variances).sum(axis=2))
+        prec = 1.0 / variances
+        if np.all(variances == variances[:1]):
+            prec = prec[:1]
+        self._models = (log_const, means, prec)
+
+    # -- scoring -------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "gmms_"):
+            raise NotFittedError("this UBMClassifier is not fitted yet: call fit() first")
+        if not hasattr(self, "_models"):
+            self._prepare()
+
+    def score_frames(self, X):
+        """Per-frame log-likelihood ratio of every class against the UBM.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_frames, n_features)
+
+        Returns
+        -------
+        llr : ndarray of shape (n_frames, n_classes), float64
+        """
+        self._check_fitted()
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ParameterError(f"X must have shape (n_frames, {self.n_features_in_}), got {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ParameterError("X contains NaN or infinity")
+        out = np.empty((X.shape[0], len(self.gmms_)))
+        for a in range(0, X.shape[0], _BLOCK):
+            out[a:a + _BLOCK] = _frame_llr(X[a:a + _BLOCK], self._ubm_arrays, self._models, self.top_c)
+        return out
+
+    def score_recordings(self, X):
+        """Mean frame log-likelihood ratio (class vs UBM) of each recording for each class.
+
+        Parameters
+        ----------
+        X : sequence of ndarray (n_frames_i, n_features), or ndarray (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_recordings, n_classes)
+        """
+        self._check_fitted()
+        recordings = _as_recordings(X)
+        for i, r in enumerate(recordings):
+            if r.shape[1] != self.n_features_in_:
+                raise ParameterError(f"X[{i}] has {r.shape[1]} features but the classifier was trained on "
+                                     f"{self.n_features_in_}")
+            if r.shape[0] == 0:
+                raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
+        out = np.empty((len(recordings), len(self.gmms_)))
+        start = 0
+        while start < len(recordings):
+            stop, n = start, 0
+            while stop < len(recordings) and (n == 0 or n + recordings[stop].shape[0] <= _BATCH_FRAMES):
+                n += recordings[stop].shape[0]
+                stop += 1
+            batch = recordings[start:stop]
+            lengths = np.array([r.shape[0] for r in batch])
+            llr = self.score_frames(batch[0] if len(batch) == 1 else np.concatenate(batch))
+            offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            out[start:stop] = np.add.reduceat(llr, offsets, axis=0) / lengths[:, None]
+            start = stop
+        return out
+
+    def decision_function(self, X):
+        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label."""
+        return self.score_recordings(X) + np.log(self.class_prior_)
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`."""
+        return log_softmax(self.decision_function(X), axis=1)
+
+    def predict_proba(self, X):
+        """Class probabilities ``softmax(score + log prior)``, shape (n_recordings, n_classes)."""
+        return softmax(self.decision_function(X), axis=1)
+
+    def predict(self, X):
+        """The label of highest ``score + log prior`` for each recording."""
+        decision = self.decision_function(X)
+        return self.classes_[np.argmax(decision, axis=1)]
+
+    def score(self, X, y):
+        """Accuracy of :meth:`predict` on ``(X, y)``."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _gmm_from_arrays(weights, means, variances, params):
+    """A fitted-looking DiagonalGMM holding the given parameters."""
+    g = DiagonalGMM(**{**params, "n_components": int(np.shape(weights)[0])})
+    g.weights_ = np.asarray(weights, dtype=np.float64)
+    g.means_ = np.asarray(means, dtype=np.float64)
+    g.variances_ = np.asarray(variances, dtype=np.float64)
+    g.n_features_in_ = g.means_.shape[1]
+    g.converged_ = True
+    g.n_iter_ = 0
+    g.lower_bound_ = float("nan")
+    return g
+
+
+#: The classifiers ``method`` selects (:func:`make_classifier`, ``audiogmm train --method``).
+METHODS = ("per-class", "ubm")
+
+
+def make_classifier(method="per-class", *, n_components=8, relevance_factor=16.0, adapt="means", top_c=5,
+                    **params):
+    """A validated, unfitted classifier for ``method``.
+
+    Parameters
+    ----------
+    method : {"per-class", "ubm"}, default="per-class"
+        ``"per-class"``: :class:`~audiogmm.classifier.GMMClassifier` (one GMM per class by EM);
+        ``"ubm"``: :class:`UBMClassifier`.
+    n_components : int
+    relevance_factor, adapt, top_c
+        Used by ``"ubm"`` only.
+    **params
+        ``max_iter``, ``tol``, ``reg_covar``, ``n_init``, ``priors``, ``random_state``, ``n_jobs``.
+
+    Raises
+    ------
+    ParameterError
+        Unknown method or an invalid parameter.
+    """
+    from .classifier import GMMClassifier
+
+    if method == "per-class":
+        clf = GMMClassifier(n_components, **params)
+    elif method == "ubm":
+        clf = UBMClassifier(n_components, relevance_factor=relevance_factor, adapt=adapt, top_c=top_c, **params)
+    else:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    clf._validate_params()
+    return clf
