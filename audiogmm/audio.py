@@ -43,7 +43,7 @@ import soundfile as sf
 
 from audiogmm.exceptions import AudioLoadError, ParameterError
 
-__all__ = ["AUDIO_EXTENSIONS", "is_audio_path", "load", "stream", "duration"]
+__all__ = ["AUDIO_EXTENSIONS", "is_audio_path", "load", "stream", "duration", "load_excerpts", "excerpt_starts"]
 
 #: Lower-case file-name suffixes (with the dot) that :func:`is_audio_path` accepts.
 #: The first group decodes with soundfile; the second needs audioread + FFmpeg.
@@ -410,3 +410,97 @@ def duration(path) -> float:
             f"cannot read the duration (soundfile: {sf_reason}; audioread: {ar_reason}); "
             f"{_FALLBACK_HINT}",
         ) from exc
+
+
+def excerpt_starts(total_seconds, n_excerpts, seconds):
+    """Start times (s) of ``n_excerpts`` excerpts of ``seconds``, one centred in each equal part.
+
+    Returns an empty list when the recording is not longer than ``n_excerpts * seconds``
+    (it is then used whole).
+    """
+    if n_excerpts < 1 or total_seconds <= n_excerpts * seconds:
+        return []
+    part = total_seconds / n_excerpts
+    return [max(0.0, (k + 0.5) * part - seconds / 2) for k in range(n_excerpts)]
+
+
+def load_excerpts(path, *, sr, n_excerpts, seconds):
+    """Decode ``n_excerpts`` excerpts of ``seconds`` spread evenly over a long recording.
+
+    Only the excerpts are decoded (soundfile seeks to each), so a 10-minute track costs the
+    same as ``n_excerpts * seconds`` of audio. The recording is divided into ``n_excerpts``
+    equal parts and one excerpt is taken from the middle of each. Formats soundfile cannot
+    seek in are decoded through librosa's fallback, which reads up to each excerpt.
+
+    Parameters
+    ----------
+    path : str or path-like
+    sr : int
+        Target sample rate (each excerpt is resampled on its own when needed).
+    n_excerpts : int >= 1
+    seconds : float > 0
+
+    Returns
+    -------
+    excerpts : list of np.ndarray (float32, 1-D), or None
+        None when the recording is not longer than ``n_excerpts * seconds``: use it whole.
+
+    Raises
+    ------
+    AudioLoadError
+        As :func:`load`.
+    ParameterError
+        Bad ``sr``, ``n_excerpts`` or ``seconds``.
+    """
+    sr = _check_sr(sr)
+    if isinstance(n_excerpts, bool) or not isinstance(n_excerpts, (int, np.integer)) or n_excerpts < 1:
+        raise ParameterError(f"n_excerpts must be an int >= 1, got {n_excerpts!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ParameterError(f"seconds must be a number > 0, got {seconds!r}")
+    p = _check_file(path)
+    starts = excerpt_starts(duration(p), int(n_excerpts), float(seconds))
+    if not starts:
+        return None
+    try:
+        f = sf.SoundFile(str(p))
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - not for libsndfile: decode each excerpt through librosa
+        f = None
+    out = []
+    for start in starts:
+        if f is not None:
+            try:
+                f.seek(int(start * f.samplerate))
+                block = f.read(int(seconds * f.samplerate), dtype="float32", always_2d=True)
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged stream part-way through
+                f.close()
+                raise AudioLoadError(
+                    path, f"cannot decode audio ({str(exc).strip() or type(exc).__name__}); {_FALLBACK_HINT}"
+                ) from exc
+            y = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+            sr_native = f.samplerate
+        else:
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    y, sr_native = librosa.load(str(p), sr=None, mono=True, offset=start, duration=seconds,
+                                                dtype=np.float32)
+                except MemoryError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise AudioLoadError(path, f"cannot decode audio ({exc}); {_FALLBACK_HINT}") from exc
+        if y.size == 0:
+            continue
+        if not np.isfinite(y).all():
+            raise AudioLoadError(path, "contains NaN or infinite samples; re-export it as 16-bit or 24-bit PCM")
+        out.append(np.ascontiguousarray(y) if sr_native == sr else _resample(np.ascontiguousarray(y), int(sr_native), sr))
+    if f is not None:
+        f.close()
+    if not out:
+        raise AudioLoadError(path, "contains no audio samples; re-export the recording")
+    return out

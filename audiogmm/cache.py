@@ -215,8 +215,12 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def _one(path, config, cache, with_frames):
+def _one(path, config, cache, with_frames, excerpts=None):
     try:
+        if excerpts is not None:  # excerpts of long files: cheap, not cached
+            from .features import extract_excerpts
+
+            return extract_excerpts(path, config, n_excerpts=excerpts[0], seconds=excerpts[1]), None, None
         if cache is not None:
             out = cache.extract(path, config, with_frames=True)
         else:
@@ -231,7 +235,7 @@ def _one(path, config, cache, with_frames):
         return None, None, f"{type(exc).__name__}: {exc}"
 
 
-def iter_extract(paths, config, cache_dir=None, with_frames=False):
+def iter_extract(paths, config, cache_dir=None, with_frames=False, excerpts=None):
     """Like :func:`extract_batch`, one file at a time (a generator, for serial runs)."""
     from threadpoolctl import threadpool_limits
 
@@ -240,10 +244,10 @@ def iter_extract(paths, config, cache_dir=None, with_frames=False):
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     with threadpool_limits(1, user_api="blas"):
         for p in paths:
-            yield _one(p, config, cache, with_frames)
+            yield _one(p, config, cache, with_frames, excerpts)
 
 
-def extract_batch(paths, config, cache_dir=None, with_frames=False):
+def extract_batch(paths, config, cache_dir=None, with_frames=False, excerpts=None):
     """Worker: features of several files with one BLAS thread, through the cache if given.
 
     Parameters
@@ -252,6 +256,9 @@ def extract_batch(paths, config, cache_dir=None, with_frames=False):
     config : FeatureConfig
     cache_dir : str or Path, optional
     with_frames : bool, default False
+    excerpts : (int, float), optional
+        ``(n_excerpts, seconds)``: long files are represented by excerpts
+        (:func:`audiogmm.features.extract_excerpts`; not cached, no frame indices).
 
     Returns
     -------
@@ -266,4 +273,4 @@ def extract_batch(paths, config, cache_dir=None, with_frames=False):
         raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     with threadpool_limits(1, user_api="blas"):
-        return [_one(p, config, cache, with_frames) for p in paths]
+        return [_one(p, config, cache, with_frames, excerpts) for p in paths]

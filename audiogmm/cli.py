@@ -108,6 +108,19 @@ def _format_option(choices=("table", "csv", "json")):
     )
 
 
+def _excerpt_options(func):
+    func = click.option(
+        "--excerpt-seconds", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+        help="Length of each excerpt of a long recording.",
+    )(func)
+    func = click.option(
+        "--excerpts", "n_excerpts", type=click.IntRange(min=0), default=4, show_default=True,
+        help="A recording longer than N x --excerpt-seconds is scored on N excerpts, one from the middle "
+             "of each of N equal parts (bounded work per track); 0: always whole recordings.",
+    )(func)
+    return func
+
+
 _min_confidence_option = click.option(
     "--min-confidence", type=click.FloatRange(0, 1), default=None, metavar="P",
     help="Label a recording 'unknown' when its top probability is below P.",
@@ -324,10 +337,11 @@ Examples:
 @click.option("--segment", type=float, default=None, metavar="SECONDS",
               help="Print a timeline per recording instead: start, end, label and probabilities of "
                    "every SECONDS-long stretch.")
+@_excerpt_options
 @_cache_option
 @_common
 @_handle_errors
-def predict(model_path, paths, fmt, min_confidence, segment, cache_dir, jobs, quiet):
+def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt_seconds, cache_dir, jobs, quiet):
     """Label each recording in PATHS (files, or folders searched recursively)."""
     from . import pipeline
 
@@ -338,7 +352,8 @@ def predict(model_path, paths, fmt, min_confidence, segment, cache_dir, jobs, qu
                                                        n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet))
         _print_timelines(timelines, n_other, model.classes, fmt, quiet, paths)
         return
-    preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence, n_jobs=jobs,
+    preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence,
+                                      excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs,
                                       cache_dir=cache_dir, progress=_Progress(quiet))
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
@@ -624,6 +639,7 @@ def info(model_path, fmt):
         click.echo(json.dumps({
             **model.metadata,
             "classes": model.classes,
+            "method": "ubm" if hasattr(clf, "ubm_") else "per-class",
             "classifier": {k: v for k, v in clf.get_params().items() if k != "n_jobs"},
             "class_prior": clf.class_prior_.tolist(),
             "gmms": [{"n_components": int(g.weights_.shape[0]), "converged": bool(g.converged_),
@@ -643,6 +659,11 @@ def info(model_path, fmt):
     p = clf.get_params()
     click.echo(f"mixtures     n_components={p['n_components']}, reg_covar={p['reg_covar']}, tol={p['tol']}, "
                f"max_iter={p['max_iter']}, n_init={p['n_init']}, priors={p['priors'] or 'uniform'}")
+    if "relevance_factor" in p:
+        click.echo(f"method       ubm: universal background model, class means MAP-adapted "
+                   f"(adapt={p['adapt']}, relevance_factor={p['relevance_factor']}, top_c={p['top_c']})")
+    else:
+        click.echo("method       per-class: one mixture per class trained by EM")
     s = model.summary
     if s:
         click.echo(f"training     {s.get('n_recordings')} recordings from {s.get('dataset')}, "
@@ -736,9 +757,12 @@ Examples:
               help="CSV report listing every source file once [INTO/audiogmm-sort-report.csv].")
 @_format_option()
 @_min_confidence_option
+@_excerpt_options
+@_cache_option
 @_common
 @_handle_errors
-def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence, jobs, quiet):
+def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence, n_excerpts, excerpt_seconds,
+         cache_dir, jobs, quiet):
     """Sort the audio under MUSIC_DIR into INTO/<label>/ folders; never loses or overwrites a file.
 
     Name collisions get a numbered suffix, copies are verified before a move deletes a source,
@@ -751,7 +775,7 @@ def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence
     model = _load(model_path)
     entries, report_path = pipeline.sort_library(
         model, music_dir, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
-        n_jobs=jobs, progress=_Progress(quiet),
+        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet),
     )
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in entries], indent=2))

@@ -89,7 +89,7 @@ import scipy.fft
 from audiogmm import audio
 from audiogmm.exceptions import AudioLoadError, ParameterError
 
-__all__ = ["FeatureConfig", "PRESETS", "CMVN_MODES", "extract", "extract_file", "normalize"]
+__all__ = ["FeatureConfig", "PRESETS", "CMVN_MODES", "extract", "extract_file", "extract_excerpts", "normalize"]
 
 #: Accepted values of :attr:`FeatureConfig.cmvn`.
 CMVN_MODES = ("none", "mean", "utterance", "sliding")
@@ -934,3 +934,44 @@ def normalize(X, config):
     """
     _check_config(config)
     return _cmvn(X, config.cmvn, config.cmvn_window_frames)
+
+
+def extract_excerpts(path, config, *, n_excerpts, seconds):
+    """Features of excerpts spread over a long recording, or of the whole of a short one.
+
+    A recording longer than ``n_excerpts * seconds`` is cut into ``n_excerpts`` equal parts
+    and an excerpt of ``seconds`` is taken from the middle of each
+    (:func:`audiogmm.audio.load_excerpts`); each excerpt is turned into features on its own
+    (so per-recording CMVN normalises each excerpt as if it were a clip) and the frames are
+    stacked. A shorter recording gives exactly :func:`extract_file`'s result.
+
+    Parameters
+    ----------
+    path : str or path-like
+    config : FeatureConfig
+    n_excerpts : int >= 1
+    seconds : float > 0
+
+    Returns
+    -------
+    X : np.ndarray, float32, shape (n_frames, config.n_features)
+
+    Raises
+    ------
+    AudioLoadError
+        The file cannot be decoded or yields no frames.
+    """
+    _check_config(config)
+    excerpts = audio.load_excerpts(path, sr=config.sample_rate, n_excerpts=n_excerpts, seconds=seconds)
+    if excerpts is None:
+        return extract_file(path, config)
+    parts = []
+    for y in excerpts:
+        try:
+            parts.append(extract(y, config))
+        except ParameterError as exc:
+            raise AudioLoadError(path, str(exc)) from None
+    X = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if X.shape[0] == 0:
+        raise AudioLoadError(path, "the recording yields no feature frames; it is too short")
+    return X

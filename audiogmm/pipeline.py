@@ -91,7 +91,7 @@ def _batches(paths, n_jobs):
     return out
 
 
-def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False):
+def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False, excerpts=None):
     """Yield ``(index, features or None, frames or None, reason or None)`` in input order.
 
     Cached files are read here, in this process; only the misses go to the workers, in
@@ -116,13 +116,13 @@ def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_
     if not misses:
         computed = iter(())
     elif n_jobs == 1 or len(misses) == 1:
-        computed = iter_extract(misses, config, cache_arg, with_frames)
+        computed = iter_extract(misses, config, cache_arg, with_frames, excerpts)
     else:
         from joblib import Parallel, delayed, parallel_config
 
         with parallel_config(backend="loky", inner_max_num_threads=1):
             batches = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(extract_batch)(b, config, cache_arg, with_frames) for b in _batches(misses, n_jobs)
+                delayed(extract_batch)(b, config, cache_arg, with_frames, excerpts) for b in _batches(misses, n_jobs)
             )
         computed = (r for batch in batches for r in batch)
     for i in range(total):
@@ -433,10 +433,25 @@ class Prediction:
         return None if self.probabilities is None else float(self.probabilities.max())
 
 
-def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None):
+def _check_excerpts(excerpts):
+    if excerpts is None:
+        return None
+    try:
+        n, seconds = excerpts
+    except (TypeError, ValueError):
+        raise ParameterError(f"excerpts must be None or (n_excerpts, seconds), got {excerpts!r}") from None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ParameterError(f"n_excerpts must be an int >= 0 (0: whole recordings), got {n!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ParameterError(f"excerpt seconds must be a number > 0, got {seconds!r}")
+    return None if n == 0 else (int(n), float(seconds))
+
+
+def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None, excerpts=None):
     clf = model.classifier
     out = []
-    for i, X, _, reason in _iter_features(paths, model.feature_config, n_jobs, progress, stage, cache_dir):
+    for i, X, _, reason in _iter_features(paths, model.feature_config, n_jobs, progress, stage, cache_dir,
+                                          excerpts=excerpts):
         if X is None:
             _skip(paths[i], reason)
             out.append(Prediction(str(paths[i]), None, error=reason))
@@ -468,8 +483,22 @@ def _apply_confidence(preds, min_confidence):
     return preds
 
 
-def predict(model, paths, *, min_confidence=None, n_jobs=1, cache_dir=None, progress=None):
+#: ``(n_excerpts, seconds)`` a long recording is scored on by default: a recording longer
+#: than 2 minutes is represented by 4 excerpts of 30 s, one from the middle of each quarter.
+DEFAULT_EXCERPTS = (4, 30.0)
+
+
+def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_jobs=1, cache_dir=None,
+            progress=None):
     """Label recordings (files, or folders walked recursively).
+
+    A long recording costs a bounded amount of work: with ``excerpts=(n, seconds)`` a
+    recording longer than ``n * seconds`` is divided into ``n`` equal parts, an excerpt of
+    ``seconds`` is decoded from the middle of each, each excerpt is turned into features on
+    its own (normalised as a clip of that length), and the recording's score for a class is
+    the mean log-likelihood over the frames of all its excerpts. Shorter recordings are used
+    whole. The default, 4 excerpts of 30 s, bounds a 10-minute or 1-hour track to 2 minutes of
+    audio; ``excerpts=None`` (or ``(0, ...)``) always uses whole recordings.
 
     Parameters
     ----------
@@ -478,6 +507,8 @@ def predict(model, paths, *, min_confidence=None, n_jobs=1, cache_dir=None, prog
     min_confidence : float in [0, 1], optional
         Label a recording ``"unknown"`` when its top probability is lower (its probabilities
         and scores are still reported).
+    excerpts : (int, float) or None, default=(4, 30.0)
+        ``(n_excerpts, seconds)`` for long recordings, as described above.
     n_jobs : int, default=1
     cache_dir : str or Path, optional
         Feature cache folder; see :func:`extract_features`.
@@ -491,9 +522,10 @@ def predict(model, paths, *, min_confidence=None, n_jobs=1, cache_dir=None, prog
         Non-audio files found in the folders and passed over.
     """
     min_confidence = _check_confidence(min_confidence)
+    excerpts = _check_excerpts(excerpts)
     _check_cache_dir(cache_dir)
     audio, n_other = _dataset.find_audio(paths)
-    preds = _predict_paths(model, audio, n_jobs, progress, "predicting", cache_dir)
+    preds = _predict_paths(model, audio, n_jobs, progress, "predicting", cache_dir, excerpts)
     return _apply_confidence(preds, min_confidence), n_other
 
 
@@ -547,7 +579,8 @@ def _timeline(clf, path, X, frames, config, seconds):
         total = (int(frames[-1]) + 1) * frame_s
     n_seg = max(1, int(np.ceil(total / seconds - 1e-9)))
     seg = np.minimum((frames * frame_s / seconds).astype(np.intp), n_seg - 1)
-    ll = score_samples_many(clf.gmms_, X)  # (n_frames, n_classes): every frame scored once
+    # (n_frames, n_classes): every frame scored once (log-likelihood ratios for a UBM model)
+    ll = clf.score_frames(X) if hasattr(clf, "score_frames") else score_samples_many(clf.gmms_, X)
     counts = np.bincount(seg, minlength=n_seg)
     sums = np.zeros((n_seg, ll.shape[1]))
     np.add.at(sums, seg, ll)
@@ -879,7 +912,7 @@ def cross_validate(
 
 
 def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_confidence=None, report=None,
-                 n_jobs=1, progress=None):
+                 excerpts=DEFAULT_EXCERPTS, n_jobs=1, cache_dir=None, progress=None):
     """Sort the audio under ``music_dir`` into ``into/<label>/`` (uncertain ones into ``into/unknown/``).
 
     Every file under ``music_dir`` appears exactly once in the returned entries (and in the
@@ -898,7 +931,10 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
         Decide and describe, but touch nothing.
     min_confidence : float in [0, 1], optional
     report : str or Path, optional
+    excerpts : (int, float) or None, default=(4, 30.0)
+        How long tracks are scored; see :func:`predict`.
     n_jobs : int, default=1
+    cache_dir : str or Path, optional
     progress : callable(stage, done, total), optional
 
     Returns
@@ -910,6 +946,8 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     from .sorting import Sorter, check_locations
 
     min_confidence = _check_confidence(min_confidence)
+    excerpts = _check_excerpts(excerpts)
+    _check_cache_dir(cache_dir)
     music_dir, into = Path(music_dir), Path(into)
     if not music_dir.is_dir():
         raise ParameterError(f"MUSIC_DIR {str(music_dir)!r} is not a folder")
@@ -917,7 +955,8 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     sorter = Sorter(music_dir, into, mode=mode, dry_run=dry_run)
     sorter.start()  # refuses an unwritable destination before any work
     audio, other = _dataset.find_audio([music_dir], with_other=True)
-    preds = _apply_confidence(_predict_paths(model, audio, n_jobs, progress, "classifying"), min_confidence)
+    preds = _predict_paths(model, audio, n_jobs, progress, "classifying", cache_dir, excerpts)
+    preds = _apply_confidence(preds, min_confidence)
     if progress:
         progress("sorting", 0, len(preds))
     for i, p in enumerate(preds):
