@@ -3,8 +3,9 @@
 A *labelled dataset* is either
 
 - a folder with one sub-folder per class: ``DATA/<label>/**/*.wav`` (the label is the
-  sub-folder's name; audio is found recursively inside it; files directly in ``DATA`` and
-  hidden folders are passed over), or
+  sub-folder's name; audio is found recursively inside it; files directly in ``DATA``,
+  hidden folders and sub-folders holding no audio file at all, such as ``LICENSES/``, are
+  passed over; an *empty* sub-folder is an empty class, which is an error), or
 - a manifest file (``.csv``, ``.tsv`` or ``.txt``) whose header names a ``path`` and a
   ``label`` column (other columns are ignored). Paths are relative to the manifest's folder
   unless absolute. A headerless manifest with exactly two columns is read as ``path,label``.
@@ -20,6 +21,7 @@ This module only reads folder listings and manifests; it never decodes audio.
 import csv
 import fnmatch
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,8 @@ def discover(source, *, include=(), exclude=()):
         ``source`` does not exist, is neither a folder nor a manifest, has no labelled
         recording, or a manifest is malformed.
     TrainingError
-        A label sub-folder holds no audio file (an empty class).
+        A label sub-folder is empty (an empty class). A sub-folder holding files but no audio
+        (licences, artwork) is not a class: it is passed over with a warning.
 
     Examples
     --------
@@ -110,18 +113,20 @@ def discover(source, *, include=(), exclude=()):
 def _discover_folder(root):
     rows, empty = [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = [
-            Recording(path, sub.name, path.relative_to(root).as_posix())
-            for path in sorted(sub.rglob("*"))
-            if path.is_file() and is_audio_path(path) and not _is_hidden(path, root)
-        ]
-        if not found:
+        files = [p for p in sorted(sub.rglob("*")) if p.is_file() and not _is_hidden(p, root)]
+        found = [Recording(p, sub.name, p.relative_to(root).as_posix()) for p in files if is_audio_path(p)]
+        if files and not found:
+            warnings.warn(
+                f"passed over folder {str(sub)!r}: it holds {len(files)} file(s) but no audio, so it is not a class",
+                UserWarning, stacklevel=3,
+            )
+        elif not found:
             empty.append(sub)
         rows.extend(found)
     if rows and empty:
         raise TrainingError(
-            f"class folder(s) {', '.join(repr(str(e)) for e in empty)} hold no audio file "
-            f"(.wav, .flac, .ogg, .mp3, ...): add recordings to them or move them out of {str(root)!r}"
+            f"class folder(s) {', '.join(repr(str(e)) for e in empty)} are empty: add recordings "
+            f"(.wav, .flac, .ogg, .mp3, ...) to them or remove them from {str(root)!r}"
         )
     return rows
 

@@ -111,7 +111,7 @@ def test_corrupt_recording_is_skipped_and_counted(runner, tone_corpus, tmp_path)
 
 
 def test_empty_class_is_an_error(runner, tone_corpus, tmp_path):
-    (tone_corpus / "train" / "silence").mkdir()
+    (tone_corpus / "train" / "silence").mkdir()  # an empty class folder
     result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm")])
     assert result.exit_code == 1
     assert "Error: class folder(s)" in result.stderr and "silence" in result.stderr

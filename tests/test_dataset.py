@@ -40,9 +40,16 @@ def test_include_exclude(tmp_path):
 def test_empty_class_folder_is_an_error(tmp_path):
     touch(tmp_path / "a" / "x.wav")
     (tmp_path / "b").mkdir()
-    touch(tmp_path / "b" / "notes.txt")
-    with pytest.raises(TrainingError, match=r"'.*b'.*hold no audio file"):
+    with pytest.raises(TrainingError, match=r"'.*b'.* are empty"):
         discover(tmp_path)
+
+
+def test_folder_without_audio_is_not_a_class(tmp_path):
+    touch(tmp_path / "a" / "x.wav")
+    touch(tmp_path / "LICENSES" / "CC-BY.txt")
+    with pytest.warns(UserWarning, match="passed over folder .*LICENSES.* not a class"):
+        rows = discover(tmp_path)
+    assert {r.label for r in rows} == {"a"}
 
 
 def test_missing_or_empty_dataset(tmp_path):
