@@ -51,6 +51,15 @@ log-likelihood) into float64 accumulators; :func:`_update` turns the summed stat
 new parameters (``variances = E_k[x^2] - mean^2 + reg_covar``, exactly as scikit-learn).
 The N x K responsibility matrix is never held whole (memory O(block_size x K)).
 
+Per block (1024 frames by default, so that the design, the centred frames and the
+responsibilities stay in L2 cache) the work is: one contiguous subtraction of the tiled
+centre, one transposing copy and one square into the preallocated design, the E-step GEMM
+``WT @ ZT``, three in-place passes over ``E`` (clip, ``exp``, column sums), a float32
+``log`` of the B column sums, the scaling of ``E`` by ``1/s`` and the M-step GEMM (as
+``ZT @ E.T`` up to K=64, which OpenBLAS runs faster for small K). The block statistics are
+summed in float64 per fixed chunk of 16 blocks and the chunks in order, so the result is
+the same bit for bit whether the chunks run in one thread or several.
+
 Because E-step and M-step are fused, the mean log-likelihood computed in iteration ``i``
 belongs to the parameters **before** that iteration's M-step. This is also scikit-learn's
 semantics: ``lower_bound_`` is the value from the last E-step, ``n_iter_`` counts E+M steps,
