@@ -253,8 +253,9 @@ def _model_options(func):
                      help="ubm: MAP relevance factor r, alpha = n / (n + r) [the preset's; 16]."),
         click.option("--top-c", type=click.IntRange(min=0), default=5, show_default=True,
                      help="ubm: score each frame's class models on its top-C UBM components (0: all)."),
-        click.option("--adapt", default="means", show_default=True, metavar="PARTS",
-                     help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances."),
+        click.option("--adapt", default=None, metavar="PARTS",
+                     help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances "
+                          "[the preset's; means]."),
         click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
                      help="Cut recordings into clips of SECONDS and train (and test) on the clips."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same data and seed, same model."),
@@ -264,14 +265,14 @@ def _model_options(func):
     return func
 
 
-def _recipe(preset, method, n_components, relevance_factor, top_c, **rest):
+def _recipe(preset, method, n_components, relevance_factor, top_c, adapt, **rest):
     """Training keyword arguments: explicit options over the preset's training defaults."""
     from .pipeline import TRAIN_PRESETS
 
-    defaults = {"method": "per-class", "n_components": 8, "relevance_factor": 16.0}
+    defaults = {"method": "per-class", "n_components": 8, "relevance_factor": 16.0, "adapt": "means"}
     if preset:
         defaults.update(TRAIN_PRESETS.get(preset, {}))
-    given = {"method": method, "n_components": n_components, "relevance_factor": relevance_factor}
+    given = {"method": method, "n_components": n_components, "relevance_factor": relevance_factor, "adapt": adapt}
     out = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
     out["top_c"] = None if top_c == 0 else top_c
     return {**out, **rest}
@@ -294,7 +295,7 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
 
     _show_warnings(quiet)
     config = _feature_config(preset, **feature_overrides)
-    recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt=adapt, clip=clip)
+    recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt, clip=clip)
     model = pipeline.train(
         data, feature_config=config, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, n_init=n_init, priors=priors, include=include, exclude=exclude,
@@ -495,7 +496,7 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
             raise click.UsageError("--cv and --test/--test-list are alternatives: give one")
         test = list(test_globs) + (_read_list(test_list) if test_list else [])
         config = _feature_config(preset, **feature_overrides)
-        recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt=adapt, clip=clip)
+        recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt, clip=clip)
         ev = pipeline.cross_validate(
             data, feature_config=config, n_splits=n_splits or 5, group_by=group_by, test=test or None,
             train=_read_list(train_list) if train_list else None, max_iter=max_iter, tol=tol,

@@ -245,9 +245,9 @@ def _rows(dataset, include, exclude):
 #: unless ``--method`` / ``-k`` / ``--relevance-factor`` are given). Chosen by grouped
 #: cross-validation on the training part of each benchmark protocol (``bench/accuracy.py --cv``).
 TRAIN_PRESETS = {
-    "speech": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
-    "language": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
-    "music": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0},
+    "speech": {"method": "ubm", "n_components": 128, "relevance_factor": 16.0, "adapt": "means,weights"},
+    "language": {"method": "ubm", "n_components": 128, "relevance_factor": 16.0, "adapt": "means,weights"},
+    "music": {"method": "ubm", "n_components": 64, "relevance_factor": 16.0, "adapt": "means,weights"},
 }
 
 
