@@ -9,7 +9,9 @@ Run from the project root::
 current numpy pick a slower OpenBLAS kernel; the kernel in use is printed.)
 
 Everything runs in one process with one BLAS thread (threadpoolctl), on the same data, from
-the same initial parameters, for the same fixed number of EM iterations (tol=0). Per shape it
+the same initial parameters, for the same fixed number of EM iterations (tol=0). audiogmm runs
+with its numba kernels ("audiogmm f32"), with two row-block threads ("audiogmm 2thr") and
+on its NumPy path ("audiogmm numpy", numba off). Per shape it
 prints seconds per EM iteration per million frames, the sklearn/audiogmm ratios, the ratio to
 the compute floor (4 GEMMs of 2*N*D*K flops at this machine's measured float32 rate on the
 E-step shape, plus N*K float32 exponentials at the measured rate), the final mean
@@ -38,7 +40,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiogmm.gmm import DiagonalGMM, _auto_block_size, score_samples_many  # noqa: E402
+from audiogmm.gmm import (DiagonalGMM, _auto_block_size, _numba_kernels,  # noqa: E402
+                          score_samples_many)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -134,10 +137,11 @@ def bench_shape(X, k, iters, rng, log, threads=True):
     w0, m0, v0 = init.weights_, init.means_, init.variances_
     from sklearn.mixture import GaussianMixture
 
-    def ours(it, n_threads=1):
+    def ours(it, n_threads=1, use_numba=True):
         g = DiagonalGMM(k, weights_init=w0, means_init=m0, variances_init=v0, tol=0.0,
                         max_iter=it)
         g._row_threads = n_threads  # row-block threads, each with one BLAS thread
+        g._use_numba = use_numba  # False: the NumPy path (numba kernels off)
         return g.fit(X)
 
     def sk(it, data):
@@ -148,6 +152,8 @@ def bench_shape(X, k, iters, rng, log, threads=True):
 
     runs = [("audiogmm f32", ours), ("sklearn f64", lambda it: sk(it, X64)),
             ("sklearn f32", lambda it: sk(it, X))]
+    if _numba_kernels() is not None:
+        runs.insert(1, ("audiogmm numpy", lambda it: ours(it, use_numba=False)))
     if threads:
         runs.insert(1, ("audiogmm 2thr", lambda it: ours(it, 2)))
     rows = {}
@@ -275,6 +281,9 @@ def main(argv=None):
             frames = synthetic_frames(200_000, 40, rng)
         X = np.ascontiguousarray(np.resize(frames, (n, frames.shape[1])))
         del frames
+        nb = _numba_kernels()  # compile / load the kernels before any timing
+        log(f"audiogmm engine: {'numba kernels' if nb is not None else 'NumPy path'} around "
+            f"the BLAS GEMMs ('audiogmm numpy' = the NumPy path, same process)")
         log(f"data: {source}, tiled to {X.shape} float32; audiogmm block_size=None "
             f"(auto: {', '.join(f'K={k}: {_auto_block_size(k)}' for k in ks)})")
         if args.big:

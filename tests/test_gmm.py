@@ -181,6 +181,73 @@ def test_blocked_fit_equals_unblocked_reference(rng):
     np.testing.assert_allclose(g.variances_, var, rtol=1e-4)
 
 
+def _fit_path(X, k, use_numba, threads=1, **kw):
+    g = DiagonalGMM(k, tol=0.0, max_iter=8, random_state=0, block_size=64, **kw)
+    g._use_numba = use_numba
+    g._row_threads = threads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return g.fit(X)
+
+
+@pytest.mark.parametrize("k", [3, 12])  # 12 > 2D+2: the other scaling branch of NumPy's path
+def test_numba_and_numpy_paths_agree(rng, k):
+    from audiogmm import gmm as engine
+
+    if engine._numba_kernels() is None:
+        pytest.skip("numba not available: only the NumPy path exists")
+    X = _blobs(rng, n_per=700).astype(np.float32)  # 2100 frames: 33 blocks, 3 chunks
+    fast, ref = _fit_path(X, k, True), _fit_path(X, k, False)
+    np.testing.assert_allclose(fast.weights_, ref.weights_, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fast.means_, ref.means_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.variances_, ref.variances_, rtol=1e-4)
+    np.testing.assert_allclose(fast.lower_bounds_, ref.lower_bounds_, rtol=1e-6)
+    # responsibilities through a far-off hint (the out-of-window redo) and the first E-step
+    w, mu, var = ref.weights_, ref.means_, ref.variances_
+    WT = engine._design_weights(w, mu, var, np.zeros(3)).astype(np.float32)
+    out = {}
+    for name, nb in (("numba", engine._numba_kernels()), ("numpy", None)):
+        ws = engine._Workspace(k, 3, 64, np.dtype(np.float32), np.zeros(3, np.float32))
+        hint = np.zeros(len(X), np.float32)
+        engine._accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
+                           loglik_out=hint, nb=nb)
+        hint[::7] -= 50.0  # these frames leave the safe window
+        out[name] = engine._accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
+                                       hint=hint, loglik_out=hint, nb=nb), hint.copy()
+    (a, ha), (b, hb) = out["numba"], out["numpy"]
+    np.testing.assert_allclose(ha, hb, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(a.nk, b.nk, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.sum_x, b.sum_x, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_row_threads_give_bit_identical_results(rng, use_numba):
+    X = _blobs(rng, n_per=800).astype(np.float32)  # 2400 frames = 3 chunks of 16 blocks
+    one, two = _fit_path(X, 5, use_numba, 1), _fit_path(X, 5, use_numba, 2)
+    for attr in ("weights_", "means_", "variances_", "lower_bounds_"):
+        np.testing.assert_array_equal(getattr(one, attr), getattr(two, attr))
+
+
+def test_numba_missing_falls_back_silently(rng, monkeypatch):
+    from audiogmm import gmm as engine
+
+    X = _blobs(rng).astype(np.float32)
+    ref = _fit_path(X, 3, False)
+    monkeypatch.setattr(engine, "_NUMBA", [])
+    monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" raises ImportError
+    monkeypatch.delitem(sys.modules, "audiogmm._numba_em", raising=False)
+    monkeypatch.delattr(sys.modules["audiogmm"], "_numba_em", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine._numba_kernels() is None
+        g = DiagonalGMM(3, tol=0.0, max_iter=8, random_state=0, block_size=64)
+        g._row_threads = 1
+        with pytest.warns(ConvergenceWarning):  # tol=0 never converges; nothing else warns
+            g.fit(X)
+    for attr in ("weights_", "means_", "variances_"):
+        np.testing.assert_array_equal(getattr(g, attr), getattr(ref, attr))
+
+
 # ---------------------------------------------------------------------------- robustness
 
 
