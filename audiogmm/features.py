@@ -688,18 +688,19 @@ def _vad_mask(energy_db: np.ndarray, threshold_db: float) -> np.ndarray:
 
 
 def _compact_rows(X: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``X[keep]`` without a second copy of ``X``: rows moved forward in blocks, then shrunk."""
+    """``X[keep]`` without a second full copy of ``X``: rows moved forward in blocks.
+
+    The kept rows are returned as a view of ``X`` when they are most of it, else copied so
+    the rest of ``X`` can be freed. (``ndarray.resize(refcheck=False)`` would free the tail
+    in place, but leaves any other view of ``X`` pointing at freed memory.)
+    """
     k = 0
     step = 1 << 14
     for a in range(0, X.shape[0], step):
         rows = X[a:a + step][keep[a:a + step]]  # a copy of at most one block
         X[k:k + rows.shape[0]] = rows
         k += rows.shape[0]
-    del rows
-    if X.flags.owndata:
-        X.resize((k, X.shape[1]), refcheck=False)  # realloc: the tail goes back to the system
-        return X
-    return X[:k].copy()
+    return X[:k] if 4 * k >= 3 * X.shape[0] else X[:k].copy()
 
 
 def _cmvn(X: np.ndarray, mode: str, window: int = 0) -> np.ndarray:
