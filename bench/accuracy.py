@@ -43,6 +43,7 @@ import csv
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from audiogmm import evaluation, pipeline  # noqa: E402
 from audiogmm.dataset import Recording  # noqa: E402
+from audiogmm.exceptions import ConvergenceWarning  # noqa: E402
 from audiogmm.features import FeatureConfig  # noqa: E402
 from audiogmm.ubm import make_classifier  # noqa: E402
 
@@ -226,6 +228,7 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", choices=["per-class", "ubm"], default=["per-class", "ubm"])
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    warnings.simplefilter("ignore", ConvergenceWarning)  # EM stopping at max_iter is expected here
     overrides = {"features": {}, "train": {}}
     feature_fields = set(FeatureConfig().to_dict())
     for kv in args.set:
