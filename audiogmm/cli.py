@@ -176,11 +176,11 @@ def _feature_options(func):
                      help="Window of --cmvn sliding, in seconds [3]."),
         click.option("--vad/--no-vad", default=None,
                      help="Drop frames quieter than --vad-threshold-db below the recording's loud end "
-                          "[off; on for --preset language]."),
+                          "[off]."),
         click.option("--vad-threshold-db", type=float, default=None, metavar="DB",
                      help="VAD: keep frames within this many dB of the 99th-percentile frame energy [40]."),
         click.option("--sdc/--no-sdc", default=None,
-                     help="Append shifted delta cepstra N-d-P-k [off; on for --preset language]."),
+                     help="Append shifted delta cepstra N-d-P-k [off]."),
         click.option("--sdc-n", type=int, default=None, help="SDC: static coefficients used (N) [7]."),
         click.option("--sdc-d", type=int, default=None, help="SDC: delta spread in frames (d) [1]."),
         click.option("--sdc-p", type=int, default=None, help="SDC: shift between blocks in frames (P) [3]."),

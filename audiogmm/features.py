@@ -108,22 +108,19 @@ _VAD_MIN_FRAMES = 10  # VAD never keeps fewer frames than this (the loudest ones
 PRESETS: dict[str, dict] = {
     # The reference recipe: FSDD speaker ID, digits. Equal to the defaults.
     "speech": {},
-    # Spoken language ID: the classic shifted-delta-cepstra front end (Torres-Carrasquillo et
-    # al. 2002): 7 static MFCC (c0-c6) + SDC 7-1-3-7 = 56 features, a 0.21 s context per frame
-    # that captures phone sequences, with silent frames dropped (VAD) so that pauses do not
-    # dominate the mixtures; statistics per recording. Caveat, measured on GCompris (1-s
-    # isolated words, K=32, a speaker-overlapping split of 76 test clips): 59 % against 82 %
-    # for the speech front end (72 % with VAD) -- there, speaker and channel cues the speech
-    # front end keeps do much of the work; SDC is meant for continuous speech of several
-    # seconds. Evaluate on held-out speakers before relying on either.
-    "language": {"n_mfcc": 7, "deltas": 0, "sdc": True, "vad": True},
-    # Music (genre, soundtrack folders): 22.05 kHz (the band above 8 kHz carries cymbals,
-    # brightness), the usual music frame of 1024 samples (46.4 ms) with a 512-sample hop
-    # (23.2 ms, 43 frames/s), 64 mel bands. Deltas and per-recording CMVN as for speech:
-    # on genre-midi (141 clips, 6 genres, artist-disjoint 5-fold CV, K=8) cmvn none / mean /
-    # utterance and deltas 0 / 2 all scored 38-45 % (differences within noise), and the
-    # reference soundtrack result (71.7 %) used per-recording CMVN.
-    "music": {"sample_rate": 22050, "n_mels": 64, "win_ms": 46.44, "hop_ms": 23.22},
+    # Spoken language ID: the speech front end. The classic shifted-delta-cepstra front end
+    # (Torres-Carrasquillo et al. 2002: 7 static MFCC + SDC 7-1-3-7, VAD; available as
+    # --sdc --vad --n-mfcc 7 --deltas 0) scored below it on GCompris with held-out speakers
+    # (bench/accuracy.py language protocol, UBM K=128: 30.6 % against 34.6 %, baseline 31.3 %):
+    # these are isolated words of about 1 s, while SDC is meant for continuous speech.
+    "language": {},
+    # Music (genre, soundtrack folders): the reference recipe's front end, 16 kHz, 25 ms / 10 ms,
+    # 128 mel bands from 0 Hz, deltas and per-recording CMVN. Measured with bench/accuracy.py
+    # (per-class K=32): soundtrack 66.0 %, genre-midi 49.0 %; the earlier music framing
+    # (22.05 kHz, 1024/512 samples, 64 mels) gave 41.5 % and 51.0 %, 40 mels at 25/10 ms
+    # 60.4 % and 51.0 % (baselines 71.7 % and 51.0 %; the test splits are 53 and 49 clips,
+    # so one clip is about 2 points).
+    "music": {"n_mels": 128, "fmin": 0.0},
 }
 
 

@@ -55,18 +55,20 @@ def test_defaults_and_derived_sizes():
     assert (cfg.win_ms, cfg.hop_ms, cfg.keep_c0, cfg.deltas, cfg.delta_width, cfg.cmvn) == (
         25.0, 10.0, True, 2, 9, "utterance")
     assert (cfg.win_length, cfg.hop_length, cfg.n_fft, cfg.n_features) == (400, 160, 512, 60)
-    music = FeatureConfig.preset("music")
+    music = FeatureConfig.preset("music", sample_rate=22050, win_ms=46.44, hop_ms=23.22)
     assert (music.win_length, music.hop_length, music.n_fft) == (1024, 512, 1024)
 
 
 def test_presets_documented_values():
     assert FeatureConfig.preset("speech") == FeatureConfig()
-    lang = FeatureConfig.preset("language")
+    assert FeatureConfig.preset("language") == FeatureConfig()
+    lang = FeatureConfig.preset("language", n_mfcc=7, deltas=0, sdc=True, vad=True)  # the classic SDC front end
     assert (lang.n_mfcc, lang.deltas, lang.sdc, lang.vad, lang.cmvn) == (7, 0, True, True, "utterance")
     assert (lang.sdc_n, lang.sdc_d, lang.sdc_p, lang.sdc_k, lang.n_features) == (7, 1, 3, 7, 56)
-    assert FeatureConfig.preset("language", vad=False, sdc_k=3).n_features == 7 + 21
+    assert FeatureConfig.preset("language", n_mfcc=7, deltas=0, sdc=True, sdc_k=3).n_features == 7 + 21
     music = FeatureConfig.preset("music")
-    assert music.sample_rate == 22050 and music.n_mels == 64 and music.n_features == 60
+    assert (music.sample_rate, music.win_ms, music.hop_ms) == (16000, 25.0, 10.0)
+    assert music.n_mels == 128 and music.fmin == 0.0 and music.n_features == 60
     assert FeatureConfig.preset("speech", n_mfcc=13, deltas=0).n_features == 13
     with pytest.raises(ParameterError, match="unknown feature preset 'podcast'"):
         FeatureConfig.preset("podcast")
