@@ -260,10 +260,10 @@ def main():
         print(f"  {'max relative difference from librosa':<45} {rel:9.2e} (target <= 1e-4: "
               f"{'ok' if rel <= 1e-4 else 'MISSED'})")
 
+        print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
         if not args.no_hour:
             before, after, n_frames, x_mib, seconds = one_hour_memory(tmp)
-            print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-        print(f"\n1-hour file (22.05 kHz WAV -> 16 kHz, {n_frames:,} frames, X = {x_mib:.0f} MiB, "
+            print(f"\n1-hour file (22.05 kHz WAV -> 16 kHz, {n_frames:,} frames, X = {x_mib:.0f} MiB, "
                   f"{seconds:.1f} s): peak RSS {after:.0f} MiB for the whole process "
                   f"({before:.0f} MiB before; +{after - before:.0f} MiB) "
                   f"(target < 300 MiB: {'ok' if after < 300 else 'MISSED'})")
