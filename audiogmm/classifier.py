@@ -109,7 +109,31 @@ def _as_recordings(X, *, name="X"):
     return [arr[i : i + 1] for i in range(arr.shape[0])], arr
 
 
-class GMMClassifier:
+class ParamsMixin:
+    """scikit-learn's parameter protocol from a class's ``_param_names`` (no sklearn import)."""
+
+    _param_names = ()
+
+    def get_params(self, deep=True):
+        """Parameters of this estimator, as a dict (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._param_names}
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn protocol); returns ``self``."""
+        name_of = type(self).__name__
+        for name, value in params.items():
+            if name not in self._param_names:
+                raise ParameterError(f"invalid parameter {name!r} for {name_of}; valid: {', '.join(self._param_names)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = type(self)().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v is not defaults[k] and not _equal(v, defaults[k])]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+
+class GMMClassifier(ParamsMixin):
     """Classify recordings with one diagonal-covariance GMM per class.
 
     Parameters
@@ -193,23 +217,6 @@ class GMMClassifier:
         "n_components", "tol", "reg_covar", "max_iter", "n_init", "init_params", "dtype",
         "priors", "random_state", "n_jobs",
     )
-
-    def get_params(self, deep=True):
-        """Parameters of this estimator, as a dict (scikit-learn protocol)."""
-        return {name: getattr(self, name) for name in self._param_names}
-
-    def set_params(self, **params):
-        """Set parameters (scikit-learn protocol); returns ``self``."""
-        for name, value in params.items():
-            if name not in self._param_names:
-                raise ParameterError(f"invalid parameter {name!r} for GMMClassifier; valid: {', '.join(self._param_names)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        defaults = GMMClassifier().get_params()
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v is not defaults[k] and not _equal(v, defaults[k])]
-        return f"GMMClassifier({', '.join(changed)})"
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "gmms_")

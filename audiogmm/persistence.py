@@ -1,4 +1,4 @@
-"""The model file: one ``.npz`` archive of plain arrays plus JSON metadata. Never a pickle.
+"""The model file: one ``.npz`` archive of plain arrays plus JSON metadata; no executable objects.
 
 Format (``format_version`` 1)
 -----------------------------

@@ -61,6 +61,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
+from .classifier import ParamsMixin
 from .gmm import DiagonalGMM
 
 __all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
@@ -353,7 +354,7 @@ def _plain(value):
 # --------------------------------------------------------------------------------------
 
 
-class UBMClassifier:
+class UBMClassifier(ParamsMixin):
     """Classify recordings with a universal background model and MAP-adapted class models.
 
     Same interface as :class:`~audiogmm.classifier.GMMClassifier` (``fit``,
@@ -427,24 +428,7 @@ class UBMClassifier:
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    # -- scikit-learn estimator protocol -------------------------------------------------
-    def get_params(self, deep=True):
-        """Parameters of this estimator, as a dict (scikit-learn protocol)."""
-        return {name: getattr(self, name) for name in self._param_names}
-
-    def set_params(self, **params):
-        """Set parameters (scikit-learn protocol); returns ``self``."""
-        for name, value in params.items():
-            if name not in self._param_names:
-                raise ParameterError(f"invalid parameter {name!r} for UBMClassifier; valid: {', '.join(self._param_names)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        defaults = UBMClassifier().get_params()
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
-                   if not (v is defaults[k] or (isinstance(v, (str, int, float)) and v == defaults[k]))]
-        return f"UBMClassifier({', '.join(changed)})"
+    # -- scikit-learn estimator protocol: get_params/set_params/__repr__ from ParamsMixin
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "gmms_")
