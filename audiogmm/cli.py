@@ -312,11 +312,19 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
 
 
 def _class_table(model):
+    """Per-class training facts; for a UBM model, the UBM's EM facts first, classes marked MAP-adapted."""
     clf = model.classifier
+    ubm = getattr(clf, "ubm_", None)
     rows = []
+    if ubm is not None:
+        rows.append(["(UBM)", int(clf.n_recordings_.sum()), int(clf.n_frames_.sum()), ubm.weights_.shape[0],
+                     "yes" if ubm.converged_ else "no", ubm.n_iter_, f"{ubm.lower_bound_:.3f}"])
     for lab, g, n_rec, n_fr in zip(model.classes, clf.gmms_, clf.n_recordings_, clf.n_frames_):
-        rows.append([lab, n_rec, n_fr, g.weights_.shape[0], "yes" if g.converged_ else "no", g.n_iter_,
-                     f"{g.lower_bound_:.3f}"])
+        if ubm is not None:  # no EM of its own: MAP-adapted from the UBM
+            rows.append([lab, n_rec, n_fr, g.weights_.shape[0], "MAP", "-", "-"])
+        else:
+            rows.append([lab, n_rec, n_fr, g.weights_.shape[0], "yes" if g.converged_ else "no", g.n_iter_,
+                         f"{g.lower_bound_:.3f}"])
     return _table(rows, ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"])
 
 

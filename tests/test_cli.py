@@ -223,3 +223,14 @@ def test_train_n_components_auto(runner, tone_corpus, tmp_path):
     result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "-k", "many"])
     assert result.exit_code == 2
     assert "'many' is not an int or 'auto'" in result.stderr
+
+
+def test_ubm_training_table_shows_the_ubm_and_map_classes(runner, tone_corpus, tmp_path):
+    model = tmp_path / "u.agmm"
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "--method", "ubm",
+                                  "-k", "4", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("(UBM)") and " yes " in line or line.startswith("(UBM)") and " no " in line
+               for line in lines)
+    assert sum(" MAP " in line for line in lines) == 3
