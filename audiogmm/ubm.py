@@ -61,7 +61,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
-from .classifier import ParamsMixin
+from .classifier import ParamsMixin, _as_recordings
 from .gmm import DiagonalGMM
 
 __all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
@@ -313,28 +313,6 @@ def _check_positive(name, value):
     return float(value)
 
 
-def _as_recordings(X, *, name="X"):
-    """A list of 2-D float arrays from a sequence of recordings or a 2-D array (one per row)."""
-    if isinstance(X, np.ndarray) and X.ndim == 2:
-        if not np.issubdtype(X.dtype, np.number):
-            raise ParameterError(f"{name} must hold numbers, got dtype {X.dtype}")
-        return [X[i:i + 1] for i in range(X.shape[0])]
-    if isinstance(X, np.ndarray) or not hasattr(X, "__len__"):
-        raise ParameterError(
-            f"{name} must be a sequence of (n_frames, n_features) arrays or one 2-D array, "
-            f"got {type(X).__name__} with shape {getattr(X, 'shape', None)}"
-        )
-    out = []
-    for i, x in enumerate(X):
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise ParameterError(f"{name}[{i}] must be a 2-D (n_frames, n_features) array, got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise ParameterError(f"{name}[{i}] must hold numbers, got dtype {x.dtype}")
-        out.append(x)
-    return out
-
-
 def _seed(random_state):
     if random_state is None or isinstance(random_state, np.random.Generator):
         return random_state
@@ -343,10 +321,6 @@ def _seed(random_state):
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(2**31))
     raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # --------------------------------------------------------------------------------------
@@ -498,7 +472,7 @@ class UBMClassifier(ParamsMixin):
             Fewer pooled frames than ``n_components``.
         """
         self._validate_params()
-        recordings = _as_recordings(X)
+        recordings, _ = _as_recordings(X)
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != len(recordings):
             raise ParameterError(f"y must be 1-D with one label per recording ({len(recordings)}), got shape {y.shape}")
@@ -601,7 +575,7 @@ class UBMClassifier(ParamsMixin):
         scores : ndarray of shape (n_recordings, n_classes)
         """
         self._check_fitted()
-        recordings = _as_recordings(X)
+        recordings, _ = _as_recordings(X)
         for i, r in enumerate(recordings):
             if r.shape[1] != self.n_features_in_:
                 raise ParameterError(f"X[{i}] has {r.shape[1]} features but the classifier was trained on "
