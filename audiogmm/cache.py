@@ -44,11 +44,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._files import write_atomically
 from .exceptions import AudioLoadError, ParameterError
 from .features import FeatureConfig, extract_file
 
@@ -202,17 +202,9 @@ class FeatureCache:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # no fsync: a cache entry lost in a power cut is simply recomputed
+    write_atomically(path, lambda f: np.save(f, array, allow_pickle=False), fsync=False, prefix=".tmp-",
+                     suffix=".npy")
 
 
 def _one(path, config, cache, with_frames, excerpts=None):

@@ -34,8 +34,6 @@ under the final name and an existing model is replaced only by a complete one.
 import datetime
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ import numpy as np
 
 from .classifier import GMMClassifier
 from .exceptions import ModelFileError
+from ._files import write_atomically
 from .features import FeatureConfig
 from .gmm import DiagonalGMM
 from .ubm import UBMClassifier
@@ -162,25 +161,10 @@ def save_model(model, path):
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelFileError(f"cannot write model {str(path)!r}: folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, lambda fh: np.savez(fh, **arrays))
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ModelFileError(f"cannot write model {str(path)!r}: {exc.strerror or exc}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path
 
 

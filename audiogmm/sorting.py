@@ -36,6 +36,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._files import write_atomically
 from .exceptions import AudiogmmError, ParameterError
 
 __all__ = ["SortError", "SortEntry", "MODES", "check_locations", "place", "Sorter"]
@@ -382,14 +383,11 @@ class Sorter:
         if self._journal is not None:
             self._journal.close()
         report = Path(report_path) if report_path else self.into / "audiogmm-sort-report.csv"
-        fd, tmp = tempfile.mkstemp(prefix=_PART_PREFIX, dir=report.parent)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        def write(fh):
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(REPORT_FIELDS)
-            for e in entries:
-                w.writerow(e.row())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, report)
+            w.writerows(e.row() for e in entries)
+
+        write_atomically(report, write, text=True, prefix=_PART_PREFIX, suffix="")
         self.report_path = report
         return entries
