@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import ParameterError, TrainingError
-from .features import FeatureConfig, normalize
+from .exceptions import ParameterError
+from .features import normalize
 
 __all__ = [
     "group_keys", "kfold_splits", "fixed_split", "cut_clips", "clip_config", "run_splits",

@@ -118,7 +118,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from audiogmm.exceptions import ConvergenceWarning, NotFittedError, ParameterError, TrainingError
+from audiogmm.exceptions import ConvergenceWarning, NotFittedError, ParameterError
 
 __all__ = ["DiagonalGMM", "score_samples_many", "select_n_components"]
 

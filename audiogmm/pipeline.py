@@ -21,12 +21,11 @@ import numpy as np
 from scipy.special import softmax
 
 from . import dataset as _dataset
-from .classifier import GMMClassifier
 from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
 from . import evaluation as _evaluation
 from .persistence import TrainedModel
-from .ubm import METHODS, make_classifier
+from .ubm import make_classifier
 
 __all__ = [
     "extract_features",
