@@ -189,6 +189,20 @@ def _check_real(name, value, minimum=0.0):
     return float(value)
 
 
+def _n_threads(n_jobs):
+    """``n_jobs`` (None, int >= 1, or negative as in joblib) as a thread count >= 1."""
+    if n_jobs is None:
+        return 1
+    if not _is_int(n_jobs) or n_jobs == 0:
+        raise ParameterError(f"n_jobs must be None or a non-zero int (-1: all CPUs), "
+                             f"got {n_jobs!r}")
+    if n_jobs > 0:
+        return int(n_jobs)
+    import os
+
+    return max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+
+
 def _check_dtype(value):
     try:
         dtype = np.dtype(value)
@@ -821,6 +835,13 @@ class DiagonalGMM:
     block_size : int or None, default=None
         Frames processed per block (memory O(block_size x K)). None: 1024, fewer for
         K > 256 (measured fastest; see ``DEFAULT_BLOCK_SIZE``).
+    n_jobs : int or None, default=None
+        Threads over row blocks during ``fit``, each with one BLAS thread. None means 1;
+        negative values count back from the number of CPUs as in joblib (-1: all). The
+        statistics are summed in fixed chunks, so the result is bit-identical for any value.
+        Worth it for one large fit (a UBM: two threads cut the wall time of an EM iteration
+        by about a third on 2 cores, see ``bench/gmm.py``); :class:`GMMClassifier` already
+        trains its classes in parallel instead.
     verbose : int or callable, default=0
         0: silent. 1: log each initialisation's result, 2: log every iteration (to the
         ``audiogmm.gmm`` logger; this module never prints). A callable is called after
@@ -857,7 +878,7 @@ class DiagonalGMM:
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="k-means++", weights_init=None, means_init=None,
                  variances_init=None, random_state=None, dtype="float32",
-                 block_size=None, verbose=0):
+                 block_size=None, n_jobs=None, verbose=0):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -870,6 +891,7 @@ class DiagonalGMM:
         self.random_state = random_state
         self.dtype = dtype
         self.block_size = block_size
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # -- scikit-learn protocol (without importing scikit-learn) ------------------------
@@ -947,6 +969,7 @@ class DiagonalGMM:
             p["block_size"] = _auto_block_size(p["n_components"])
         else:
             p["block_size"] = _check_int("block_size", self.block_size, 1)
+        p["n_jobs"] = _n_threads(self.n_jobs)
         if not (callable(self.verbose) or (_is_int(self.verbose) and self.verbose >= 0)):
             raise ParameterError(f"verbose must be an int >= 0 or a callable, "
                                  f"got {self.verbose!r}")
@@ -1066,11 +1089,8 @@ class DiagonalGMM:
     def _em(self, X, w, mu, var, params, dtype, center64, gvar, init, bs):
         n, d = X.shape
         k = w.shape[0]
-        # Row-block threads (each with one BLAS thread): off unless ``_row_threads`` is set
-        # (bench/gmm.py measures it). With the NumPy path it did not beat one thread on the
-        # shared 2-core machine; with the numba kernels (GIL released) two threads nearly
-        # halve the wall time, but the classifier already trains classes in parallel.
-        threads = int(getattr(self, "_row_threads", 1))
+        # Row-block threads (each with one BLAS thread; the numba kernels release the GIL).
+        threads = params["n_jobs"]
         pool = None
         if threads > 1 and n > bs * _CHUNK_BLOCKS:
             from concurrent.futures import ThreadPoolExecutor

@@ -356,7 +356,8 @@ class UBMClassifier(ParamsMixin):
     random_state : None, int or numpy.random.Generator, default=None
         Seeds the frame balancing and the UBM's initialisation.
     n_jobs : int or None, default=None
-        Accepted for interface compatibility; the UBM fit and the adaptation run in this thread.
+        Threads for the UBM's EM (row blocks, see :class:`~audiogmm.gmm.DiagonalGMM`; the
+        result does not depend on it). The MAP adaptation runs in this thread.
 
     Attributes
     ----------
@@ -497,7 +498,7 @@ class UBMClassifier(ParamsMixin):
                 f"the classes have {pooled.shape[0]} frame(s) in all, fewer than n_components={self.n_components}: "
                 f"add audio or lower n_components"
             )
-        ubm = DiagonalGMM(**self._ubm_params(), random_state=rng).fit(pooled)
+        ubm = DiagonalGMM(**self._ubm_params(), n_jobs=self.n_jobs, random_state=rng).fit(pooled)
         del pooled
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
         gmms = []

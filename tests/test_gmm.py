@@ -182,9 +182,8 @@ def test_blocked_fit_equals_unblocked_reference(rng):
 
 
 def _fit_path(X, k, use_numba, threads=1, **kw):
-    g = DiagonalGMM(k, tol=0.0, max_iter=8, random_state=0, block_size=64, **kw)
+    g = DiagonalGMM(k, tol=0.0, max_iter=8, random_state=0, block_size=64, n_jobs=threads, **kw)
     g._use_numba = use_numba
-    g._row_threads = threads
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return g.fit(X)
@@ -241,7 +240,6 @@ def test_numba_missing_falls_back_silently(rng, monkeypatch):
         warnings.simplefilter("error")
         assert engine._numba_kernels() is None
         g = DiagonalGMM(3, tol=0.0, max_iter=8, random_state=0, block_size=64)
-        g._row_threads = 1
         with pytest.warns(ConvergenceWarning):  # tol=0 never converges; nothing else warns
             g.fit(X)
     for attr in ("weights_", "means_", "variances_"):
@@ -290,6 +288,8 @@ def test_not_converged_warns(rng):
     ({"init_params": "kmeans"}, "init_params must be one of"),
     ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
     ({"block_size": 0}, "block_size must be an int >= 1"),
+    ({"n_jobs": 0}, "n_jobs must be None or a non-zero int"),
+    ({"n_jobs": 1.5}, "n_jobs must be None or a non-zero int"),
     ({"random_state": "x"}, "random_state must be"),
     ({"weights_init": [0.5, 0.6]}, "weights_init must be non-negative and sum to 1"),
     ({"means_init": np.zeros((3, 3))}, r"means_init must have shape \(2, 3\)"),

@@ -106,6 +106,17 @@ def test_fit_predict_and_sklearn_protocol(data, rng):
     assert "n_components=4" in repr(clf)
 
 
+def test_ubm_threads_do_not_change_the_model(rng):
+    # 18 000 frames: more than one chunk of row blocks, so n_jobs=2 really runs two threads
+    X = [rng.normal(i % 3, 1, (1500, 3)).astype(np.float32) for i in range(12)]
+    y = [i % 3 for i in range(12)]
+    one = UBMClassifier(n_components=4, random_state=0, n_jobs=1).fit(X, y)
+    two = UBMClassifier(n_components=4, random_state=0, n_jobs=-1).fit(X, y)
+    for attr in ("weights_", "means_", "variances_"):
+        np.testing.assert_array_equal(getattr(one.ubm_, attr), getattr(two.ubm_, attr))
+    np.testing.assert_array_equal(one.decision_function(X[:3]), two.decision_function(X[:3]))
+
+
 def test_scores_are_mean_llr_and_top_c_approximates_exact(data, rng):
     X, y, _ = data
     clf = UBMClassifier(n_components=6, top_c=None, random_state=0).fit(X, y)
