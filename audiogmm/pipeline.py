@@ -66,16 +66,27 @@ def _check_jobs(n_jobs):
 #: Work per joblib task: at most this many files or bytes of audio, so short clips travel in
 #: batches (one dispatch, one BLAS setting per batch) and long files alone.
 _BATCH_FILES, _BATCH_BYTES = 256, 32 << 20
+#: Parallel extraction goes through the files in consecutive waves of at most this many bytes
+#: of audio files; within a wave the largest batches are dispatched first (so one long file
+#: does not run alone at the end while the other workers idle) and the results are put back
+#: in input order. A wave's features are what is held back at most.
+_WAVE_BYTES = 256 << 20
 
 
-def _batches(paths, n_jobs):
-    """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
+def _file_sizes(paths):
     sizes = []
     for p in paths:
         try:
             sizes.append(Path(p).stat().st_size)
         except OSError:
             sizes.append(0)
+    return sizes
+
+
+def _batches(paths, n_jobs, sizes=None):
+    """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
+    if sizes is None:
+        sizes = _file_sizes(paths)
     n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     target = min(_BATCH_BYTES, max(1, sum(sizes) // (4 * n_workers)))
     max_files = min(_BATCH_FILES, max(1, -(-len(paths) // (4 * n_workers))))
@@ -90,14 +101,57 @@ def _batches(paths, n_jobs):
     return out
 
 
+def _waves(n_files, sizes, n_jobs):
+    """Index lists, one per batch, grouped in waves: ``[[batch, ...], ...]``.
+
+    Waves are consecutive runs of files (at most :data:`_WAVE_BYTES`); a wave's batches come
+    largest first.
+    """
+    waves, start, acc = [], 0, 0
+    for i in range(n_files):
+        acc += sizes[i]
+        if acc >= _WAVE_BYTES or i + 1 == n_files:
+            idx = list(range(start, i + 1))
+            batches = _batches(idx, n_jobs, [sizes[j] for j in idx])
+            batches.sort(key=lambda b: -sum(sizes[j] for j in b))
+            waves.append(batches)
+            start, acc = i + 1, 0
+    return waves
+
+
+def _extract_indexed(indices, paths, *args):
+    """Worker: ``(indices, extract_batch(paths, *args))`` (results of a reordered batch)."""
+    from .cache import extract_batch
+
+    return indices, extract_batch(paths, *args)
+
+
+def _parallel_extract(paths, n_jobs, args):
+    """Yield ``extract_batch`` results for ``paths`` in order, computed in ``n_jobs`` workers."""
+    from joblib import Parallel, delayed, parallel_config
+
+    sizes = _file_sizes(paths)
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        for wave in _waves(len(paths), sizes, n_jobs):
+            first = min(b[0] for b in wave)
+            pending = {}
+            done = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_extract_indexed)(b, [paths[i] for i in b], *args) for b in wave)
+            for indices, results in done:
+                pending.update(zip(indices, results))
+                while first in pending:
+                    yield pending.pop(first)
+                    first += 1
+
+
 def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False, excerpts=None):
     """Yield ``(index, features or None, frames or None, reason or None)`` in input order.
 
     Cached files are read here, in this process; only the misses go to the workers, in
-    batches (see :data:`_BATCH_FILES`), each worker with one BLAS thread. Workers write
-    the cache entries themselves.
+    batches (see :data:`_BATCH_FILES`, :data:`_WAVE_BYTES`), each worker with one BLAS
+    thread. Workers write the cache entries themselves.
     """
-    from .cache import extract_batch, iter_extract
+    from .cache import iter_extract
 
     n_jobs = _check_jobs(n_jobs)
     cache = _check_cache_dir(cache_dir)
@@ -117,13 +171,7 @@ def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_
     elif n_jobs == 1 or len(misses) == 1:
         computed = iter_extract(misses, config, cache_arg, with_frames, excerpts)
     else:
-        from joblib import Parallel, delayed, parallel_config
-
-        with parallel_config(backend="loky", inner_max_num_threads=1):
-            batches = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(extract_batch)(b, config, cache_arg, with_frames, excerpts) for b in _batches(misses, n_jobs)
-            )
-        computed = (r for batch in batches for r in batch)
+        computed = _parallel_extract(misses, n_jobs, (config, cache_arg, with_frames, excerpts))
     for i in range(total):
         if i in hits:
             X, frames = hits.pop(i)

@@ -148,6 +148,30 @@ def test_batches_cover_every_path_in_order(tmp_path):
         assert all(len(b) <= pipeline._BATCH_FILES for b in batches) and len(batches) >= 4
 
 
+def test_waves_dispatch_largest_first_and_cover_every_file_once(monkeypatch):
+    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 1000)
+    sizes = [10] * 80 + [900] + [10] * 119  # one long file at the end of the first wave
+    waves = pipeline._waves(len(sizes), sizes, 2)
+    flat = [i for wave in waves for b in wave for i in b]
+    assert sorted(flat) == list(range(200))
+    spans = [(min(i for b in w for i in b), max(i for b in w for i in b)) for w in waves]
+    assert len(waves) == 3 and spans[0] == (0, 80) and all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:]))
+    assert 80 in waves[0][0]  # the batch with the long file goes out first
+    for wave in waves:
+        costs = [sum(sizes[i] for i in b) for b in wave]
+        assert costs == sorted(costs, reverse=True)
+
+
+def test_parallel_results_come_back_in_input_order(tone_corpus, monkeypatch):
+    paths = sorted(tone_corpus.rglob("*.wav"))
+    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 3 * paths[0].stat().st_size)  # several waves
+    cfg = FeatureConfig(n_mfcc=13)
+    par, _ = pipeline.extract_features(paths, cfg, n_jobs=2)
+    ser, _ = pipeline.extract_features(paths, cfg)
+    for a, b in zip(par, ser, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_cli_features_then_train_from_cache(tone_corpus, tmp_path, monkeypatch):
     runner = CliRunner()
     c = tmp_path / "feats"
