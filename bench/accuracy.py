@@ -17,8 +17,11 @@ digits     FSDD, label = the digit; leave-one-speaker-out (6 folds), accuracy po
 language   GCompris, the 9 languages with >= 2 contributors (zh_CN left out); per language
            the 2nd most frequent contributor of SPEAKERS.tsv is the test set (ties: the
            contributor listed first in SPEAKERS.tsv ranks first, as collections.Counter).
-soundtrack 6 game soundtracks; per class the alphabetically last track is the test set;
-           train and test on 30 s clips (a track's tail shorter than 30 s is dropped).
+soundtrack 6 game soundtracks; per class the alphabetically last track is the test set,
+           cut into 30 s clips (a tail shorter than 30 s is dropped); the other tracks are
+           trained on whole, as the issue's protocol says (an earlier version of this
+           benchmark cut them into clips too: per-class recipes scored 4-6 points lower
+           that way, sklearn's included, and the UBM 6 points higher).
 genre-midi 141 clips of 30 s, 6 genres; per genre its artists sorted by name, artists[1::3]
            are the test set (issue #6: 49 test, 92 train).
 ========== ==================================================================================
@@ -118,7 +121,7 @@ def soundtrack():
     for r in rows:
         last[r.label] = max(last.get(r.label, ""), Path(r.name).name)
     is_test = np.array([Path(r.name).name == last[r.label] for r in rows])
-    return rows, [(np.flatnonzero(~is_test), np.flatnonzero(is_test))], [r.name for r in rows], 30.0
+    return rows, [(np.flatnonzero(~is_test), np.flatnonzero(is_test))], [r.name for r in rows], (30.0, "test")
 
 
 def genre_midi():
@@ -151,6 +154,24 @@ def _items(features, file_splits, labels, groups):
     return X, y, g, splits
 
 
+def _features(paths, config, clip, file_splits, n_jobs, cache_dir):
+    """Per file, a list of feature arrays (its clips, or the whole file), None if unreadable.
+
+    ``clip``: seconds per clip, None (whole files) or ``(seconds, "test")`` (clips of the
+    test files of the fixed split, the training files whole).
+    """
+    seconds, only_test = clip if isinstance(clip, tuple) else (clip, False)
+    cut = set(file_splits[0][1]) if only_test else set(range(len(paths)))
+    out = [None] * len(paths)
+    for part, length in ((sorted(cut), seconds), (sorted(set(range(len(paths))) - cut), None)):
+        if part:
+            feats = pipeline.extract_clips([paths[i] for i in part], config, length, n_jobs=n_jobs,
+                                           cache_dir=cache_dir)[0]
+            for i, Xs in zip(part, feats):
+                out[i] = Xs
+    return out
+
+
 def _accuracy(X, y, splits, params):
     res = evaluation.run_splits(X, y, splits, lambda: make_classifier(**params))
     t = res["tested"]
@@ -172,8 +193,7 @@ def run(names, *, n_jobs, cache_dir, cv, overrides, quiet, methods=("per-class",
         t0 = time.perf_counter()
         key = (corpus, config, clip)
         if key not in cache:
-            cache[key] = pipeline.extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs,
-                                                cache_dir=cache_dir)[0]
+            cache[key] = _features([r.path for r in rows], config, clip, file_splits, n_jobs, cache_dir)
         features = cache[key]  # speaker and digits share the corpus: the same files in the same order
         t_feat = time.perf_counter() - t0
         X, y, g, splits = _items(features, file_splits, [r.label for r in rows], groups)
