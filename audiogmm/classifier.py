@@ -372,22 +372,8 @@ class GMMClassifier(ParamsMixin):
                 raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
         if stacked is not None:  # one frame per recording: one pass over all rows
             return score_samples_many(self.gmms_, stacked)
-        # Score many short recordings in one pass: concatenate up to _BATCH_FRAMES frames,
-        # score all classes at once, then average each recording's rows.
-        out = np.empty((len(recordings), len(self.gmms_)))
-        start = 0
-        while start < len(recordings):
-            stop, n = start, 0
-            while stop < len(recordings) and (n == 0 or n + recordings[stop].shape[0] <= _BATCH_FRAMES):
-                n += recordings[stop].shape[0]
-                stop += 1
-            batch = recordings[start:stop]
-            lengths = np.array([r.shape[0] for r in batch])
-            ll = score_samples_many(self.gmms_, batch[0] if len(batch) == 1 else np.concatenate(batch))
-            offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-            out[start:stop] = np.add.reduceat(ll, offsets, axis=0) / lengths[:, None]
-            start = stop
-        return out
+        return _mean_per_recording(recordings, lambda frames: score_samples_many(self.gmms_, frames),
+                                   len(self.gmms_))
 
     def joint_scores(self, X):
         """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label.
@@ -484,6 +470,28 @@ def _fit_one(gmm, X):
 
 def _select_one(X, params):
     return select_n_components(X, N_COMPONENTS_GRID, **params)
+
+
+def _mean_per_recording(recordings, score_frames, n_columns):
+    """Mean over each recording's frames of ``score_frames(frames)`` (n_frames, n_columns).
+
+    Many short recordings are scored in one pass: up to ``_BATCH_FRAMES`` frames are
+    concatenated, scored at once, and each recording's rows averaged.
+    """
+    out = np.empty((len(recordings), n_columns))
+    start = 0
+    while start < len(recordings):
+        stop, n = start, 0
+        while stop < len(recordings) and (n == 0 or n + recordings[stop].shape[0] <= _BATCH_FRAMES):
+            n += recordings[stop].shape[0]
+            stop += 1
+        batch = recordings[start:stop]
+        lengths = np.array([r.shape[0] for r in batch])
+        scores = score_frames(batch[0] if len(batch) == 1 else np.concatenate(batch))
+        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        out[start:stop] = np.add.reduceat(scores, offsets, axis=0) / lengths[:, None]
+        start = stop
+    return out
 
 
 def _run_all(tasks, n_jobs):

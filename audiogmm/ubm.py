@@ -61,7 +61,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
-from .classifier import ParamsMixin, _as_recordings
+from .classifier import ParamsMixin, _as_recordings, _mean_per_recording
 from .gmm import DiagonalGMM
 
 __all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
@@ -71,8 +71,6 @@ ADAPT_PARTS = ("means", "weights", "variances")
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Frames per block while scoring and accumulating statistics.
 _BLOCK = 1024
-#: Frames of many short recordings scored in one batch.
-_BATCH_FRAMES = 1 << 16
 
 
 # --------------------------------------------------------------------------------------
@@ -583,20 +581,7 @@ class UBMClassifier(ParamsMixin):
                                      f"{self.n_features_in_}")
             if r.shape[0] == 0:
                 raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
-        out = np.empty((len(recordings), len(self.gmms_)))
-        start = 0
-        while start < len(recordings):
-            stop, n = start, 0
-            while stop < len(recordings) and (n == 0 or n + recordings[stop].shape[0] <= _BATCH_FRAMES):
-                n += recordings[stop].shape[0]
-                stop += 1
-            batch = recordings[start:stop]
-            lengths = np.array([r.shape[0] for r in batch])
-            llr = self.score_frames(batch[0] if len(batch) == 1 else np.concatenate(batch))
-            offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-            out[start:stop] = np.add.reduceat(llr, offsets, axis=0) / lengths[:, None]
-            start = stop
-        return out
+        return _mean_per_recording(recordings, self.score_frames, len(self.gmms_))
 
     def decision_function(self, X):
         """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label."""
