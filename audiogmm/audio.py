@@ -151,24 +151,30 @@ def _read_fallback(path: Path, mono: bool):
     return y, int(sr_native)
 
 
+def _reason(exc):
+    """An exception's message, or its type's name when the message is empty."""
+    return str(exc).strip() or type(exc).__name__
+
+
+def _both_failed(path, what, sf_reason, ar_exc):
+    """The AudioLoadError for a file neither soundfile nor audioread could read."""
+    return AudioLoadError(
+        path, f"cannot {what} (soundfile: {sf_reason}; audioread: {_reason(ar_exc)}); {_FALLBACK_HINT}")
+
+
 def _decode(path: Path, mono: bool):
     try:
         return _read_soundfile(path, mono)
     except MemoryError:
         raise
     except Exception as sf_exc:  # noqa: BLE001 - libsndfile raises several types
-        sf_reason = str(sf_exc).strip() or type(sf_exc).__name__
+        sf_reason = _reason(sf_exc)
     try:
         return _read_fallback(path, mono)
     except MemoryError:
         raise
     except Exception as ar_exc:  # noqa: BLE001 - audioread backends raise anything
-        ar_reason = str(ar_exc).strip() or type(ar_exc).__name__
-        raise AudioLoadError(
-            path,
-            f"cannot decode audio (soundfile: {sf_reason}; audioread: {ar_reason}); "
-            f"{_FALLBACK_HINT}",
-        ) from ar_exc
+        raise _both_failed(path, "decode audio", sf_reason, ar_exc) from ar_exc
 
 
 def _resample(y, orig_sr: int, target_sr: int):
@@ -247,18 +253,13 @@ def _native_blocks(path: Path, block_frames: int):
     except MemoryError:
         raise
     except Exception as sf_exc:  # noqa: BLE001 - not for libsndfile: one whole decode
-        sf_reason = str(sf_exc).strip() or type(sf_exc).__name__
+        sf_reason = _reason(sf_exc)
         try:
             y, sr_native = _read_fallback(path, True)
         except MemoryError:
             raise
         except Exception as ar_exc:  # noqa: BLE001
-            ar_reason = str(ar_exc).strip() or type(ar_exc).__name__
-            raise AudioLoadError(
-                path,
-                f"cannot decode audio (soundfile: {sf_reason}; audioread: {ar_reason}); "
-                f"{_FALLBACK_HINT}",
-            ) from ar_exc
+            raise _both_failed(path, "decode audio", sf_reason, ar_exc) from ar_exc
         yield sr_native, y
         return
     with f:
@@ -394,7 +395,7 @@ def duration(path) -> float:
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001
-        sf_reason = str(exc).strip() or type(exc).__name__
+        sf_reason = _reason(exc)
     try:
         import librosa
 
@@ -404,12 +405,7 @@ def duration(path) -> float:
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001
-        ar_reason = str(exc).strip() or type(exc).__name__
-        raise AudioLoadError(
-            path,
-            f"cannot read the duration (soundfile: {sf_reason}; audioread: {ar_reason}); "
-            f"{_FALLBACK_HINT}",
-        ) from exc
+        raise _both_failed(path, "read the duration", sf_reason, exc) from exc
 
 
 def excerpt_starts(total_seconds, n_excerpts, seconds):
