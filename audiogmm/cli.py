@@ -378,12 +378,7 @@ def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt
     else:
         rows = [[p.path, p.label or "(skipped)", f"{p.confidence:.3f}" if p.label else p.error] for p in preds]
         click.echo(_table(rows, ["path", "label", "probability"], ["<", "<", "<"]))
-    n_bad = sum(p.error is not None for p in preds)
-    if not quiet and (n_bad or n_other):
-        click.echo(f"{len(preds) - n_bad} labelled, {n_bad} skipped as unreadable, "
-                   f"{n_other} non-audio file(s) passed over", err=True)
-    if n_bad == len(preds):
-        raise click.ClickException("no recording could be read")
+    _summarise_unreadable(preds, n_other, quiet, "labelled")
 
 
 def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
@@ -419,11 +414,19 @@ def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
             blocks.append(f"{t.path} ({t.duration:.2f} s)\n"
                           + _table(rows, ["start", "end", "label", *classes], [">", ">", "<"] + [">"] * len(classes)))
         click.echo("\n\n".join(blocks))
-    n_bad = sum(t.error is not None for t in timelines)
+    _summarise_unreadable(timelines, n_other, quiet, "segmented")
+
+
+def _summarise_unreadable(results, n_other, quiet, done):
+    """Count line on stderr when files were skipped or passed over; error if none was read.
+
+    ``results`` are Predictions or Timelines (``error`` set for unreadable recordings).
+    """
+    n_bad = sum(r.error is not None for r in results)
     if not quiet and (n_bad or n_other):
-        click.echo(f"{len(timelines) - n_bad} segmented, {n_bad} skipped as unreadable, "
+        click.echo(f"{len(results) - n_bad} {done}, {n_bad} skipped as unreadable, "
                    f"{n_other} non-audio file(s) passed over", err=True)
-    if n_bad == len(timelines):
+    if n_bad == len(results):
         raise click.ClickException("no recording could be read")
 
 
