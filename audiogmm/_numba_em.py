@@ -2,8 +2,8 @@
 
 :mod:`audiogmm.gmm` imports this module lazily, at the first float32 ``fit``; when numba is
 missing or a kernel fails to compile, the engine uses its NumPy path instead (same maths,
-same block layout). The GEMMs stay in BLAS; these kernels replace the NumPy passes around
-them, one call each per block:
+same block layout). :func:`accumulate_range` runs the whole block pass over a range of
+frames in one call (the GEMMs in BLAS through numba's ``np.dot``), using per block:
 
 - :func:`design` writes the design ``[x - c, (x - c)**2, 1, -h]`` both row-major (``Z``,
   for the M-step GEMM ``E @ Z``) and transposed (``ZT``, for the E-step GEMM ``WT @ ZT``),
@@ -138,3 +138,44 @@ def resp_exact(E, n, floor, m, s, ib, M, out):
                 m[i] = x
     _exp_sum(E, n, m, floor, s, ib)
     finish(M, n, s, m, out)
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def accumulate_range(X, a0, a1, block, WT, c, hint, use_hint, out, ZTbuf, Zbuf, Ebuf, G, acc,
+                     floor, m, s, ib, zero, lo, hi):
+    """The whole fused block pass over frames ``a0:a1``, in one call (no GIL, no Python).
+
+    Per block of ``block`` frames: :func:`design`, the E-step GEMM ``E = WT @ ZT``,
+    :func:`resp_hint` (or :func:`resp_exact` without a hint, and for a whole block again
+    when a frame's shifted sum leaves the window ``(lo, hi)``), the M-step GEMM
+    ``G = E @ Z`` (BLAS, through numba's ``np.dot``) and ``acc += G`` in float64. The
+    block buffers are flat and viewed C-contiguous at the block's length. Writes every
+    frame's log-likelihood into ``out`` and returns their float64 sum.
+    """
+    k, p = WT.shape
+    total = 0.0
+    for a in range(a0, a1, block):
+        b = min(a + block, a1)
+        n = b - a
+        ZT = ZTbuf[:p * n].reshape((p, n))
+        Z = Zbuf[:n * p].reshape((n, p))
+        E = Ebuf[:k * n].reshape((k, n))
+        h = hint[a:b]
+        o = out[a:b]
+        design(X[a:b], c, h if use_hint else o, use_hint, ZT, Z)
+        np.dot(WT, ZT, E)
+        if not use_hint:
+            resp_exact(E, n, floor, m, s, ib, E, o)
+        elif not resp_hint(E, n, floor, zero, h, s, ib, lo, hi, E, o):
+            # rare (a frame far from its previous log-likelihood): redo the block exactly
+            for i in range(n):
+                ZT[p - 1, i] = 0.0
+            np.dot(WT, ZT, E)
+            resp_exact(E, n, floor, m, s, ib, E, o)
+        np.dot(E, Z, G)
+        for r in range(k):
+            for j in range(p):
+                acc[r, j] += G[r, j]
+        for i in range(n):
+            total += o[i]
+    return total

@@ -63,19 +63,23 @@ the same bit for bit whether the chunks run in one thread or several.
 
 Numba kernels
 -------------
-For float32 compute on C-contiguous frames, the NumPy passes around the two GEMMs are
-replaced by the numba kernels of :mod:`audiogmm._numba_em` (numba comes with librosa): one
-call builds the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major copy ``Z``
-for the M-step GEMM ``E @ Z``, the fastest orientations here), one call does clip, float32
-``exp`` (a vectorised polynomial), the per-frame sums, the window check, ``log`` and the
-normalisation. Same maths, results equal to the NumPy path to float32 rounding (a test
-checks this). Measured in one process, alternating with the NumPy path (D=40, 1 BLAS
-thread, loaded 2-core machine; NumPy/numba CPU time per iteration): K=64 1.19-1.26x
-(N=1e6: 0.53 vs 0.67 s/iter/Mframe; bench/gmm.py: 0.70 vs 0.93), K=256 1.03-1.26x, K=8
-about 1.1x (0.9-1.15x). The kernels release the GIL, so row-block threads scale when a
-second core is free (K=64, 2 threads: 0.30 s wall vs 0.57 s with one). numba is imported
-and the kernels compiled (3-6 s, once) or loaded from numba's cache next to the module
-(0.7-1.4 s) at the first float32 fit; without numba, if compilation fails, or with
+For float32 compute on C-contiguous frames, a whole chunk of blocks runs in one call of
+the numba kernel :func:`audiogmm._numba_em.accumulate_range` (numba comes with librosa):
+per block it builds the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major
+copy ``Z`` for the M-step GEMM ``E @ Z``, the fastest orientations here), calls BLAS for
+both GEMMs through numba's ``np.dot``, and does clip, float32 ``exp`` (a vectorised
+polynomial), the per-frame sums, the window check, ``log`` and the normalisation in
+between (a block with a frame out of the window is redone with exact maxima). Same maths,
+results equal to the NumPy path to float32 rounding (a test checks this). Measured in one
+process, alternating with the NumPy path (D=40, 1 BLAS thread; NumPy/numba CPU time per
+iteration): K=64 1.19-1.26x, K=256 1.03-1.26x, K=8 about 1.1x. Since the whole chunk runs
+without the GIL (no Python between blocks), row-block threads scale: measured in
+alternating processes (N=1e6, K=8), one chunk per call against one Python call per kernel
+and GEMM: 0.13-0.15 vs 0.16-0.17 s/iter on one thread, 0.075-0.08 vs 0.12-0.13 s wall
+with two (CPU 0.15 vs 0.21); at K=64 the two are within the machine's noise (0.48-0.52
+one thread, 0.28-0.31 two). numba is imported and the kernels compiled (several seconds,
+once) or loaded from numba's cache next to the module (about 1 s) at the first float32
+fit; without numba, if compilation fails, or with
 ``AUDIOGMM_NUMBA=0``, the NumPy path runs, silently.
 
 Because E-step and M-step are fused, the mean log-likelihood computed in iteration ``i``
@@ -460,35 +464,6 @@ def _e_step_block(Xb, WT, ws, hint, out):
     return s
 
 
-def _e_step_block_numba(nb, Xb, WT, ws, hint, out):
-    """:func:`_e_step_block` plus the normalisation, by the numba kernels (float32 only).
-
-    Same maths as the NumPy path; leaves the normalised responsibilities in ``ws.E``
-    and the design also row-major in ``ws.Z`` (for the M-step GEMM ``E @ Z``).
-    """
-    n = Xb.shape[0]
-    k, p = WT.shape
-    use = hint is not None
-    nb.design(Xb, ws.C[0], hint if use else out, use, ws.ZT, ws.Z)
-    E = ws.E[:, :n]
-    ZT = ws.ZT[:, :n]
-    np.matmul(WT, ZT, out=E)
-    M = ws.E
-    if not use:
-        nb.resp_exact(ws.E, n, ws.floor, ws.m, ws.s, ws.ib, M, out)
-    elif not nb.resp_hint(ws.E, n, ws.floor, ws.zero, hint, ws.s, ws.ib, _SUM_LOW32,
-                          _SUM_HIGH32, M, out):  # rare: redo the out-of-window frames
-        s = ws.s[:n]
-        idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
-        Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
-        mb, sb = _logsumexp_columns(Eb, ws.floor)
-        E[:, idx] = Eb
-        s[idx] = sb
-        shift = hint.copy()
-        shift[idx] = mb
-        nb.finish(M, n, ws.s, shift, out)
-
-
 def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out, nb=None):
     """Statistics of frames ``a0:a1``: float64 (K, 2D+2) sums and the log-likelihood sum.
 
@@ -496,16 +471,16 @@ def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out, nb=None):
     """
     k, p = WT.shape
     acc = np.zeros((k, p))
+    if nb is not None:  # numba: the whole range in one call (GEMMs included), GIL released
+        total = nb.accumulate_range(
+            X, a0, a1, block_size, WT, ws.C[0], loglik_out if hint is None else hint,
+            hint is not None, loglik_out, ws.ZT.reshape(-1), ws.Z.reshape(-1), ws.E.reshape(-1),
+            ws.G, acc, ws.floor, ws.m, ws.s, ws.ib, ws.zero, _SUM_LOW32, _SUM_HIGH32)
+        return acc, float(total)
     for a in range(a0, a1, block_size):
         b = min(a + block_size, a1)
         E = ws.E[:, :b - a]
         ZT = ws.ZT[:, :b - a]
-        if nb is not None:  # numba: E normalised; M-step GEMM on the row-major design
-            _e_step_block_numba(nb, X[a:b], WT, ws, None if hint is None else hint[a:b],
-                                loglik_out[a:b])
-            np.matmul(E, ws.Z[:b - a], out=ws.G)
-            acc += ws.G
-            continue
         s = _e_step_block(X[a:b], WT, ws, None if hint is None else hint[a:b],
                           loglik_out[a:b])
         np.reciprocal(s, out=s)
@@ -755,9 +730,9 @@ def _warm_up(nb):
         ws = _Workspace(2, 2, 4, f32, np.zeros(2, dtype=f32))
         out = np.zeros(3, dtype=f32)
         WT = np.zeros((2, 6), dtype=f32)
-        _e_step_block_numba(nb, X, WT, ws, None, out)  # exact maxima
-        _e_step_block_numba(nb, X, WT, ws, out, out)  # with the hint
-        _e_step_block_numba(nb, X, WT, ws, out - 100.0, out)  # out of window: finish()
+        _accumulate_range(X, WT, ws, 0, 3, 2, None, out, nb)  # exact maxima
+        _accumulate_range(X, WT, ws, 0, 3, 2, out, out, nb)  # with the hint
+        _accumulate_range(X, WT, ws, 0, 3, 2, out - 100.0, out, nb)  # out of window: redo
 
 
 # --------------------------------------------------------------------------------------
