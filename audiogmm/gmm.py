@@ -63,21 +63,23 @@ the same bit for bit whether the chunks run in one thread or several.
 
 Numba kernels
 -------------
-For float32 compute on C-contiguous frames, a whole chunk of blocks runs in one call of
-the numba kernel :func:`audiogmm._numba_em.accumulate_range` (numba comes with librosa):
-per block it builds the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major
-copy ``Z`` for the M-step GEMM ``E @ Z``, the fastest orientations here), calls BLAS for
-both GEMMs through numba's ``np.dot``, and does clip, float32 ``exp`` (a vectorised
+For float32 compute on C-contiguous frames, the NumPy passes around the two GEMMs are
+replaced by numba kernels (:mod:`audiogmm._numba_em`; numba comes with librosa). Up to
+K=16 (``_CHUNK_KERNEL_MAX_K``) a whole chunk of blocks runs in one call of
+:func:`audiogmm._numba_em.accumulate_range`; above, the kernels are called per block with
+NumPy's ``matmul`` in between (numba's ``np.dot`` goes to SciPy's OpenBLAS, 15-19 % slower
+than NumPy's on these shapes at K=64, about equal at K=8). Per block the work is: build the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major
+copy ``Z`` for the M-step GEMM ``E @ Z``, the fastest orientations here), the two GEMMs,
+and clip, float32 ``exp`` (a vectorised
 polynomial), the per-frame sums, the window check, ``log`` and the normalisation in
 between (a block with a frame out of the window is redone with exact maxima). Same maths,
 results equal to the NumPy path to float32 rounding (a test checks this). Measured in one
 process, alternating with the NumPy path (D=40, 1 BLAS thread; NumPy/numba CPU time per
-iteration): K=64 1.19-1.26x, K=256 1.03-1.26x, K=8 about 1.1x. Since the whole chunk runs
-without the GIL (no Python between blocks), row-block threads scale: measured in
-alternating processes (N=1e6, K=8), one chunk per call against one Python call per kernel
-and GEMM: 0.13-0.15 vs 0.16-0.17 s/iter on one thread, 0.075-0.08 vs 0.12-0.13 s wall
-with two (CPU 0.15 vs 0.21); at K=64 the two are within the machine's noise (0.48-0.52
-one thread, 0.28-0.31 two). numba is imported and the kernels compiled (several seconds,
+iteration): K=64 1.19-1.26x, K=256 1.03-1.26x. The chunk kernel runs without the GIL (no
+Python between blocks), so row-block threads scale: measured in alternating processes
+(N=1e6, K=8), one chunk per call against one Python call per kernel and GEMM: 0.13-0.15 vs
+0.16-0.17 s/iter on one thread, 0.075-0.08 vs 0.12-0.13 s wall with two (CPU 0.15 vs
+0.21). numba is imported and the kernels compiled (several seconds,
 once) or loaded from numba's cache next to the module (about 1 s) at the first float32
 fit; without numba, if compilation fails, or with
 ``AUDIOGMM_NUMBA=0``, the NumPy path runs, silently.
@@ -163,6 +165,15 @@ _EXP_FLOOR = {np.dtype(np.float32): -60.0, np.dtype(np.float64): -600.0}
 _INIT_PARAMS = ("k-means++", "random")
 #: The M-step GEMM runs as ``ZT @ E.T`` (instead of ``E @ ZT.T``) up to this K.
 _SWAP_GEMM_MAX_K = 64
+#: Up to this many components the numba path runs a whole chunk of blocks in one call of
+#: ``_numba_em.accumulate_range`` (its GEMMs through numba's ``np.dot``, i.e. SciPy's
+#: OpenBLAS); above it, one call per kernel with NumPy's ``matmul`` in between. Measured here
+#: (1 BLAS thread): numba's ``np.dot`` is about as fast as NumPy's at K=8 (23 vs 26 us per
+#: block GEMM) but 15-19 % slower at K=64 (190 vs 160 us), which made the single-thread
+#: iteration 8 % slower at K=64 (alternating processes: 0.559 vs 0.518, 0.435 vs 0.396 s)
+#: while the GIL-free chunk made K=8 15-20 % faster (0.13-0.15 vs 0.16-0.17 s).
+_CHUNK_KERNEL_MAX_K = 16
+
 #: Statistics are summed per chunk of this many blocks, then over chunks in order (the unit
 #: of work of the row-block threads; fixed so results do not depend on the thread count).
 _CHUNK_BLOCKS = 16
@@ -464,6 +475,35 @@ def _e_step_block(Xb, WT, ws, hint, out):
     return s
 
 
+def _e_step_block_numba(nb, Xb, WT, ws, hint, out):
+    """:func:`_e_step_block` plus the normalisation, by the numba kernels (float32 only).
+
+    Same maths as the NumPy path; leaves the normalised responsibilities in ``ws.E``
+    and the design also row-major in ``ws.Z`` (for the M-step GEMM ``E @ Z``).
+    """
+    n = Xb.shape[0]
+    k, p = WT.shape
+    use = hint is not None
+    nb.design(Xb, ws.C[0], hint if use else out, use, ws.ZT, ws.Z)
+    E = ws.E[:, :n]
+    ZT = ws.ZT[:, :n]
+    np.matmul(WT, ZT, out=E)
+    M = ws.E
+    if not use:
+        nb.resp_exact(ws.E, n, ws.floor, ws.m, ws.s, ws.ib, M, out)
+    elif not nb.resp_hint(ws.E, n, ws.floor, ws.zero, hint, ws.s, ws.ib, _SUM_LOW32,
+                          _SUM_HIGH32, M, out):  # rare: redo the out-of-window frames
+        s = ws.s[:n]
+        idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
+        Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
+        mb, sb = _logsumexp_columns(Eb, ws.floor)
+        E[:, idx] = Eb
+        s[idx] = sb
+        shift = hint.copy()
+        shift[idx] = mb
+        nb.finish(M, n, ws.s, shift, out)
+
+
 def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out, nb=None):
     """Statistics of frames ``a0:a1``: float64 (K, 2D+2) sums and the log-likelihood sum.
 
@@ -471,7 +511,7 @@ def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out, nb=None):
     """
     k, p = WT.shape
     acc = np.zeros((k, p))
-    if nb is not None:  # numba: the whole range in one call (GEMMs included), GIL released
+    if nb is not None and k <= _CHUNK_KERNEL_MAX_K:  # the whole range in one call, no GIL
         total = nb.accumulate_range(
             X, a0, a1, block_size, WT, ws.C[0], loglik_out if hint is None else hint,
             hint is not None, loglik_out, ws.ZT.reshape(-1), ws.Z.reshape(-1), ws.E.reshape(-1),
@@ -481,6 +521,12 @@ def _accumulate_range(X, WT, ws, a0, a1, block_size, hint, loglik_out, nb=None):
         b = min(a + block_size, a1)
         E = ws.E[:, :b - a]
         ZT = ws.ZT[:, :b - a]
+        if nb is not None:  # numba kernels per block; the GEMMs in NumPy's BLAS
+            _e_step_block_numba(nb, X[a:b], WT, ws, None if hint is None else hint[a:b],
+                                loglik_out[a:b])
+            np.matmul(E, ws.Z[:b - a], out=ws.G)
+            acc += ws.G
+            continue
         s = _e_step_block(X[a:b], WT, ws, None if hint is None else hint[a:b],
                           loglik_out[a:b])
         np.reciprocal(s, out=s)
@@ -733,6 +779,11 @@ def _warm_up(nb):
         _accumulate_range(X, WT, ws, 0, 3, 2, None, out, nb)  # exact maxima
         _accumulate_range(X, WT, ws, 0, 3, 2, out, out, nb)  # with the hint
         _accumulate_range(X, WT, ws, 0, 3, 2, out - 100.0, out, nb)  # out of window: redo
+        ws = _Workspace(_CHUNK_KERNEL_MAX_K + 1, 2, 4, f32, np.zeros(2, dtype=f32))
+        WT = np.zeros((_CHUNK_KERNEL_MAX_K + 1, 6), dtype=f32)
+        _e_step_block_numba(nb, X, WT, ws, None, out)  # the per-block kernels (larger K)
+        _e_step_block_numba(nb, X, WT, ws, out, out)
+        _e_step_block_numba(nb, X, WT, ws, out - 100.0, out)
 
 
 # --------------------------------------------------------------------------------------

@@ -189,7 +189,8 @@ def _fit_path(X, k, use_numba, threads=1, **kw):
         return g.fit(X)
 
 
-@pytest.mark.parametrize("k", [3, 12])  # 12 > 2D+2: the other scaling branch of NumPy's path
+# 12 > 2D+2: the other scaling branch of NumPy's path; 20 > _CHUNK_KERNEL_MAX_K: numba per block
+@pytest.mark.parametrize("k", [3, 12, 20])
 def test_numba_and_numpy_paths_agree(rng, k):
     from audiogmm import gmm as engine
 
