@@ -427,6 +427,23 @@ def _logsumexp_columns(E, floor):
     return m, E.sum(axis=0)
 
 
+def _redo_out_of_window(WT, ZT, E, s, hint, floor):
+    """Redo with exact maxima the frames whose shifted sum ``s`` left the safe window.
+
+    Updates their columns of ``E`` and entries of ``s`` in place; returns the per-frame
+    shift (``hint``, with the exact maxima for those frames).
+    """
+    p = WT.shape[1]
+    idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
+    Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
+    mb, sb = _logsumexp_columns(Eb, floor)
+    E[:, idx] = Eb
+    s[idx] = sb
+    shift = hint.copy()
+    shift[idx] = mb
+    return shift
+
+
 def _e_step_block(Xb, WT, ws, hint, out):
     """Unnormalised responsibilities of one block, left in ``ws.E[:, :n]``.
 
@@ -464,13 +481,7 @@ def _e_step_block(Xb, WT, ws, hint, out):
         np.add.reduce(E, axis=0, out=s)
         shift = hint
         if not (s.min() > _SUM_LOW and s.max() < _SUM_HIGH):  # rare: redo those frames
-            idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
-            Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
-            mb, sb = _logsumexp_columns(Eb, ws.floor)
-            E[:, idx] = Eb
-            s[idx] = sb
-            shift = hint.copy()
-            shift[idx] = mb
+            shift = _redo_out_of_window(WT, ZT, E, s, hint, ws.floor)
     np.add(np.log(s, out=ws.l[:n]), shift, out=out)
     return s
 
@@ -493,14 +504,7 @@ def _e_step_block_numba(nb, Xb, WT, ws, hint, out):
         nb.resp_exact(ws.E, n, ws.floor, ws.m, ws.s, ws.ib, M, out)
     elif not nb.resp_hint(ws.E, n, ws.floor, ws.zero, hint, ws.s, ws.ib, _SUM_LOW32,
                           _SUM_HIGH32, M, out):  # rare: redo the out-of-window frames
-        s = ws.s[:n]
-        idx = np.flatnonzero(~((s > _SUM_LOW) & (s < _SUM_HIGH)))
-        Eb = WT[:, :p - 1] @ ZT[:p - 1, idx]
-        mb, sb = _logsumexp_columns(Eb, ws.floor)
-        E[:, idx] = Eb
-        s[idx] = sb
-        shift = hint.copy()
-        shift[idx] = mb
+        shift = _redo_out_of_window(WT, ZT, E, ws.s[:n], hint, ws.floor)
         nb.finish(M, n, ws.s, shift, out)
 
 
