@@ -64,24 +64,24 @@ the same bit for bit whether the chunks run in one thread or several.
 Numba kernels
 -------------
 For float32 compute on C-contiguous frames, the NumPy passes around the two GEMMs are
-replaced by numba kernels (:mod:`audiogmm._numba_em`; numba comes with librosa). Up to
-K=16 (``_CHUNK_KERNEL_MAX_K``) a whole chunk of blocks runs in one call of
-:func:`audiogmm._numba_em.accumulate_range`; above, the kernels are called per block with
-NumPy's ``matmul`` in between (numba's ``np.dot`` goes to SciPy's OpenBLAS, 15-19 % slower
-than NumPy's on these shapes at K=64, about equal at K=8). Per block the work is: build the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major
+replaced by numba kernels (:mod:`audiogmm._numba_em`; numba comes with librosa). Per block
+the work is: build the design (``ZT`` for the E-step GEMM ``WT @ ZT`` and its row-major
 copy ``Z`` for the M-step GEMM ``E @ Z``, the fastest orientations here), the two GEMMs,
-and clip, float32 ``exp`` (a vectorised
-polynomial), the per-frame sums, the window check, ``log`` and the normalisation in
-between (a block with a frame out of the window is redone with exact maxima). Same maths,
-results equal to the NumPy path to float32 rounding (a test checks this). Measured in one
-process, alternating with the NumPy path (D=40, 1 BLAS thread; NumPy/numba CPU time per
-iteration): K=64 1.19-1.26x, K=256 1.03-1.26x. The chunk kernel runs without the GIL (no
-Python between blocks), so row-block threads scale: measured in alternating processes
-(N=1e6, K=8), one chunk per call against one Python call per kernel and GEMM: 0.13-0.15 vs
-0.16-0.17 s/iter on one thread, 0.075-0.08 vs 0.12-0.13 s wall with two (CPU 0.15 vs
-0.21). numba is imported and the kernels compiled (several seconds,
-once) or loaded from numba's cache next to the module (about 1 s) at the first float32
-fit; without numba, if compilation fails, or with
+and in between clip, float32 ``exp`` (a vectorised polynomial), the per-frame sums, the
+window check, ``log`` and the normalisation. Up to K=16 (``_CHUNK_KERNEL_MAX_K``) a whole
+chunk of blocks runs in one call of :func:`audiogmm._numba_em.accumulate_range` (a block
+with a frame out of the window is redone with exact maxima); above, the kernels are called
+per block with NumPy's ``matmul`` in between (only the out-of-window frames are redone),
+because numba's ``np.dot`` goes to SciPy's OpenBLAS, 15-19 % slower than NumPy's on these
+shapes at K=64 and about equal at K=8. Same maths, results equal to the NumPy path to
+float32 rounding (a test checks both). Measured in one process, alternating with the NumPy
+path (D=40, 1 BLAS thread; NumPy/numba CPU time per iteration): K=64 1.19-1.26x, K=256
+1.03-1.26x. The chunk kernel runs without the GIL (no Python between blocks), so row-block
+threads scale: measured in alternating processes (N=1e6, K=8), one chunk per call against
+one Python call per kernel and GEMM: 0.13-0.15 vs 0.16-0.17 s/iter on one thread,
+0.075-0.08 vs 0.12-0.13 s wall with two (CPU 0.15 vs 0.21). numba is imported and the
+kernels compiled (several seconds, once) or loaded from numba's cache next to the module
+(about 1 s) at the first float32 fit; without numba, if compilation fails, or with
 ``AUDIOGMM_NUMBA=0``, the NumPy path runs, silently.
 
 Because E-step and M-step are fused, the mean log-likelihood computed in iteration ``i``
@@ -493,7 +493,6 @@ def _e_step_block_numba(nb, Xb, WT, ws, hint, out):
     and the design also row-major in ``ws.Z`` (for the M-step GEMM ``E @ Z``).
     """
     n = Xb.shape[0]
-    k, p = WT.shape
     use = hint is not None
     nb.design(Xb, ws.C[0], hint if use else out, use, ws.ZT, ws.Z)
     E = ws.E[:, :n]

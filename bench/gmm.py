@@ -148,12 +148,6 @@ def floor_pass(n, n_features, k, block, dtype):
     return t1 - t0, time.process_time() - t1
 
 
-def _t(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def bench_shape(X, k, iters, rng, log, threads=True, repeat=2, two_blas=True):
     n, d = X.shape
     X64 = X.astype(np.float64)
@@ -204,7 +198,8 @@ def bench_shape(X, k, iters, rng, log, threads=True, repeat=2, two_blas=True):
         peak = traced_peak(lambda: run(1))  # separate, untimed run
         rows[name] = ((t1 - t0) / (iters - 1) / n * 1e6, (c1 - c0) / (iters - 1) / n * 1e6,
                       models[name].lower_bound_, peak)
-    gemm_rate, exp_rate = 4 * 2 * (-(-n // bs) * bs) * d * k / t_gemm, (-(-n // bs) * bs) * k / t_exp
+    passed = -(-n // bs) * bs  # frames of floor_pass's whole blocks
+    gemm_rate, exp_rate = 4 * 2 * passed * d * k / t_gemm, passed * k / t_exp
     floor = (4 * 2 * n * d * k / gemm_rate + n * k / exp_rate) / n * 1e6
     ours_t, ours_c = rows["audiogmm f32"][:2]
     ref_ll = rows["sklearn f64"][2]
