@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
-from .gmm import DiagonalGMM, score_samples_many, select_n_components
+from .gmm import DiagonalGMM, _n_threads, score_samples_many, select_n_components
 
 __all__ = ["GMMClassifier", "N_COMPONENTS_GRID"]
 
@@ -155,7 +155,7 @@ class GMMClassifier(ParamsMixin):
         Seeds every class's initialisation (each class gets its own stream derived from it).
     n_jobs : int or None, default=None
         Classes trained in parallel (threads; BLAS capped at one thread each). ``None`` = 1;
-        -1 = all CPUs. The result does not depend on it (each class has its own seed).
+        negative as joblib (-1 = all CPUs, -2 = all but one). The result does not depend on it (each class has its own seed).
 
     Attributes
     ----------
@@ -245,9 +245,7 @@ class GMMClassifier(ParamsMixin):
         k = self.n_components
         if not self._auto() and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
             raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by BIC")
-        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or isinstance(self.n_jobs, bool)
-                                        or self.n_jobs == 0 or self.n_jobs < -1):
-            raise ParameterError(f"n_jobs must be None, -1 or an int >= 1, got {self.n_jobs!r}")
+        _n_threads(self.n_jobs)
         if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
             raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
         if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
@@ -504,11 +502,7 @@ def _run_all(tasks, n_jobs):
     restores one thread on exit. Results are identical for any ``n_jobs``: every class has its
     own seed and its fit does not depend on the others.
     """
-    import os
-
-    n_jobs = 1 if n_jobs is None else int(n_jobs)
-    if n_jobs < 0:
-        n_jobs = os.cpu_count() or 1
+    n_jobs = _n_threads(n_jobs)
     if n_jobs == 1 or len(tasks) == 1:
         return [fn(*args) for fn, args in tasks]
     from joblib import Parallel, delayed

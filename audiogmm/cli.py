@@ -79,12 +79,18 @@ def _show_warnings(quiet):
     warnings.simplefilter("always" if not quiet else "ignore")
 
 
+def _check_jobs_option(ctx, param, value):
+    if value == 0:
+        raise click.BadParameter("must be a non-zero int (-1: all cores, -2: all but one).")
+    return value
+
+
 def _common(func):
     """Options every command that reads audio shares: --jobs and --quiet."""
     func = click.option("-q", "--quiet", is_flag=True, help="No progress or warnings on stderr.")(func)
     func = click.option(
-        "-j", "--jobs", type=click.IntRange(min=-1), default=1, show_default=True,
-        help="Worker processes for feature extraction (-1: all cores).",
+        "-j", "--jobs", type=int, default=1, show_default=True, callback=_check_jobs_option,
+        help="Worker processes for feature extraction (-1: all cores, -2: all but one).",
     )(func)
     return func
 

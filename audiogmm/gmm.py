@@ -204,13 +204,17 @@ def _check_real(name, value, minimum=0.0):
     return float(value)
 
 
-def _n_threads(n_jobs):
-    """``n_jobs`` (None, int >= 1, or negative as in joblib) as a thread count >= 1."""
+def _n_threads(n_jobs, name="n_jobs"):
+    """``n_jobs`` (None, int >= 1, or negative as in joblib) as a worker count >= 1.
+
+    The one rule for every ``n_jobs``/``--jobs`` of the package: None is 1, a negative count
+    is counted from the number of CPUs (-1 all, -2 all but one), as joblib and scikit-learn.
+    """
     if n_jobs is None:
         return 1
     if not _is_int(n_jobs) or n_jobs == 0:
-        raise ParameterError(f"n_jobs must be None or a non-zero int (-1: all CPUs), "
-                             f"got {n_jobs!r}")
+        raise ParameterError(f"{name} must be None or a non-zero int (-1: all CPUs, -2: all "
+                             f"but one), got {n_jobs!r}")
     if n_jobs > 0:
         return int(n_jobs)
     import os

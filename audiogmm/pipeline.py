@@ -23,6 +23,7 @@ from scipy.special import softmax
 from . import dataset as _dataset
 from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
+from .gmm import _n_threads
 from . import evaluation as _evaluation
 from .persistence import TrainedModel
 from .ubm import make_classifier
@@ -56,11 +57,8 @@ def _check_cache_dir(cache_dir):
 
 
 def _check_jobs(n_jobs):
-    if n_jobs is None:
-        return 1
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
-        raise ParameterError(f"jobs must be a positive int (or -1 for all cores), got {n_jobs!r}")
-    return n_jobs
+    """Worker processes for ``n_jobs`` (the package's one rule: :func:`audiogmm.gmm._n_threads`)."""
+    return _n_threads(n_jobs, name="jobs")
 
 
 #: Work per joblib task: at most this many files or bytes of audio, so short clips travel in

@@ -62,7 +62,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 from .exceptions import NotFittedError, ParameterError, TrainingError
 from .classifier import ParamsMixin, _as_recordings, _mean_per_recording
-from .gmm import DiagonalGMM
+from .gmm import DiagonalGMM, _n_threads
 
 __all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
 
@@ -429,8 +429,7 @@ class UBMClassifier(ParamsMixin):
         m = self.ubm_max_frames
         if m is not None and (not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1):
             raise ParameterError(f"ubm_max_frames must be None or an int >= 1, got {m!r}")
-        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0):
-            raise ParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
+        _n_threads(self.n_jobs)
         if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
             raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
         if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):

@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -217,3 +218,27 @@ def test_y_validation(rng):
         from scipy import sparse
 
         GMMClassifier(n_components=1).fit(sparse.csr_matrix(X), np.arange(20) % 2)
+
+
+@pytest.mark.parametrize("n_jobs, expected", [(None, 1), (1, 1), (3, 3), (-1, os.cpu_count() or 1),
+                                              (-(os.cpu_count() or 1), 1), (-100, 1)])
+def test_n_jobs_one_rule_for_engine_classifier_and_pipeline(n_jobs, expected):
+    # joblib's convention everywhere: None = 1, negative counts from the CPU count (min 1).
+    from audiogmm import pipeline
+    from audiogmm.gmm import _n_threads
+
+    assert _n_threads(n_jobs) == expected
+    assert pipeline._check_jobs(n_jobs) == expected
+    GMMClassifier(n_components=1, n_jobs=n_jobs)._validate_params()  # accepted
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True, "2"])
+def test_n_jobs_rejected_alike_everywhere(bad):
+    from audiogmm import pipeline
+    from audiogmm.ubm import UBMClassifier
+
+    for check in (lambda: GMMClassifier(n_components=1, n_jobs=bad)._validate_params(),
+                  lambda: UBMClassifier(n_components=1, n_jobs=bad)._validate_params(),
+                  lambda: pipeline._check_jobs(bad)):
+        with pytest.raises(ParameterError, match="jobs must be None or a non-zero int"):
+            check()

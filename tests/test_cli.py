@@ -145,6 +145,9 @@ def test_missing_path_and_bad_options(runner, trained, tmp_path):
     result = runner.invoke(main, ["train", str(tmp_path), "-o", "x.agmm", "-k", "0"])
     assert result.exit_code == 2
     assert "n_components must be an int >= 1, got 0" in result.stderr
+    result = runner.invoke(main, ["train", str(tmp_path), "-o", "x.agmm", "--jobs", "0"])
+    assert result.exit_code == 2
+    assert "'--jobs': must be a non-zero int" in result.stderr
 
 
 def test_corrupt_model_file(runner, tmp_path):
