@@ -155,7 +155,8 @@ class GMMClassifier(ParamsMixin):
         Seeds every class's initialisation (each class gets its own stream derived from it).
     n_jobs : int or None, default=None
         Classes trained in parallel (threads; BLAS capped at one thread each). ``None`` = 1;
-        negative as joblib (-1 = all CPUs, -2 = all but one). The result does not depend on it (each class has its own seed).
+        negative as joblib (-1 = all CPUs, -2 = all but one). The result does not depend on it
+        (each class has its own seed).
 
     Attributes
     ----------

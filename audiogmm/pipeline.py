@@ -11,7 +11,6 @@ Features are extracted in parallel worker processes (``n_jobs``, joblib's loky b
 which keeps workers alive between calls and caps each worker's BLAS threads).
 """
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ def _batches(paths, n_jobs, sizes=None):
     """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
     if sizes is None:
         sizes = _file_sizes(paths)
-    n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    n_workers = _n_threads(n_jobs)  # callers pass a resolved count; -1 etc. as everywhere
     target = min(_BATCH_BYTES, max(1, sum(sizes) // (4 * n_workers)))
     max_files = min(_BATCH_FILES, max(1, -(-len(paths) // (4 * n_workers))))
     out, start, acc = [], 0, 0
