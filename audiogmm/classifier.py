@@ -12,13 +12,24 @@ The predicted label is ``argmax_c s_c(X) + log pi_c`` where ``pi`` are the class
 
 Probabilities
 -------------
-``predict_proba`` returns ``softmax_c(s_c(X) + log pi_c)``: each class's probability is
-proportional to its prior times the *geometric mean* of the frame likelihoods,
-``pi_c * prod_t p(x_t | c) ** (1 / n_frames)``. Using the mean rather than the sum of the
-frame log-likelihoods keeps the probabilities comparable across recordings of different
-lengths (the sum would make every long recording look certain, since frames are not
-independent); the price is that they are not calibrated posteriors. They rank classes
-exactly as the scores do.
+``predict_proba`` hands the scores and the log priors to the classifier's calibrator
+(``calibrator_``, :mod:`audiogmm.calibration`), the one place where probabilities are made.
+The default, :class:`~audiogmm.calibration.SoftmaxCalibrator`, returns
+``softmax_c(s_c(X) + log pi_c)``: each class's probability is proportional to its prior times
+the *geometric mean* of the frame likelihoods, ``pi_c * prod_t p(x_t | c) ** (1 / n_frames)``.
+Using the mean rather than the sum of the frame log-likelihoods keeps the probabilities
+comparable across recordings of different lengths (the sum would make every long recording
+look certain, since frames are not independent); the price is that they are not calibrated
+posteriors. They rank classes exactly as the scores do.
+
+The base class
+--------------
+:class:`BaseGMMClassifier` holds what every classifier of the package shares: the parameter
+protocol, the input checks, the priors, ``decision_function``, the single ``predict_proba``
+(through the calibrator) and the plain-array state of the model file (``to_arrays`` /
+``from_arrays``). :class:`GMMClassifier` (one mixture per class by EM) and
+:class:`~audiogmm.ubm.UBMClassifier` (GMM-UBM with MAP adaptation) add ``fit`` and
+``score_frames``.
 
 Inputs
 ------
@@ -31,12 +42,12 @@ import numbers
 import warnings
 
 import numpy as np
-from scipy.special import log_softmax, softmax
 
+from .calibration import SoftmaxCalibrator, calibrator_from_state
 from .exceptions import NotFittedError, ParameterError, TrainingError
 from .gmm import DiagonalGMM, _n_threads, score_samples_many, select_n_components
 
-__all__ = ["GMMClassifier", "N_COMPONENTS_GRID"]
+__all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_recordings", "fitted_gmm", "mean_per_recording"]
 
 #: Frames scored together when many short recordings are scored at once.
 _BATCH_FRAMES = 1 << 16
@@ -74,7 +85,7 @@ def _is_sparse(X):
     return hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse")
 
 
-def _as_recordings(X, *, name="X"):
+def as_recordings(X, *, name="X"):
     """Return ``(recordings, stacked)``: a list of float 2-D arrays (one per recording), and
     the 2-D array itself when ``X`` was one recording per row (else None).
 
@@ -133,7 +144,276 @@ class ParamsMixin:
         return f"{type(self).__name__}({', '.join(changed)})"
 
 
-class GMMClassifier(ParamsMixin):
+#: The parameters of a class mixture kept in the model file, per class ``i``.
+_GMM_ARRAYS = ("weights", "means", "variances")
+
+
+class BaseGMMClassifier(ParamsMixin):
+    """What every mixture classifier shares: checks, priors, scores, probabilities, state.
+
+    Subclasses set ``_param_names`` and ``method`` and implement ``fit`` and
+    :meth:`score_frames`; everything else lives here once. Fitted attributes common to all:
+    ``classes_``, ``gmms_`` (one :class:`~audiogmm.gmm.DiagonalGMM` per class),
+    ``class_prior_``, ``n_features_in_``, ``n_recordings_``, ``n_frames_`` and
+    ``calibrator_`` (:class:`~audiogmm.calibration.SoftmaxCalibrator` unless another was fitted).
+    """
+
+    #: The name of this classifier in the registry (:mod:`audiogmm.recipes`) and the model file.
+    method = None
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "gmms_")
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # only when sklearn asks
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(allow_nan=False),
+        )
+
+    # -- validation ----------------------------------------------------------------------
+    def _validate_common(self):
+        """Checks shared by every classifier: n_jobs, priors, random_state."""
+        _n_threads(self.n_jobs)
+        if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
+            raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
+        if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
+            raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
+        _entropy(self.random_state, check_only=True)
+
+    def _resolve_priors(self, n_recordings):
+        p = self.priors
+        if p is None or (isinstance(p, str) and p == "uniform"):
+            return np.full(len(n_recordings), 1.0 / len(n_recordings))
+        if isinstance(p, str):  # empirical
+            return n_recordings / n_recordings.sum()
+        p = np.asarray(p, dtype=float)
+        if p.shape != (len(n_recordings),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
+            raise ParameterError(
+                f"priors must hold {len(n_recordings)} positive numbers (one per class, in the order "
+                f"{list(self.classes_)}), got {self.priors!r}"
+            )
+        return p / p.sum()
+
+    def _check_training_data(self, X, y):
+        """``(recordings, classes, y_idx, n_features)`` after every check of ``fit``'s input."""
+        name = type(self).__name__
+        if y is None:
+            raise ParameterError(f"{name} requires y to be passed, but the target y is None: "
+                                 "give one label per recording")
+        recordings, _ = as_recordings(X)
+        y = _check_y(y, len(recordings), name)
+        if len(recordings) == 0:
+            raise ParameterError("X holds no recording: give at least one recording per class")
+        widths = {r.shape[1] for r in recordings}
+        if len(widths) != 1:
+            raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
+        for i, r in enumerate(recordings):
+            if not np.all(np.isfinite(r)):
+                raise ParameterError(f"X[{i}] contains NaN or infinity")
+        classes, y_idx = np.unique(y, return_inverse=True)
+        return recordings, classes, y_idx, widths.pop()
+
+    def _set_fitted(self, classes, y_idx, n_features, gmms, n_frames):
+        """The fitted attributes every classifier shares."""
+        self.classes_ = classes
+        self.n_features_in_ = n_features
+        self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
+        self.n_frames_ = np.asarray(n_frames)
+        self.gmms_ = gmms
+        self.class_prior_ = self._resolve_priors(self.n_recordings_)
+        self.calibrator_ = SoftmaxCalibrator()
+
+    def _check_fitted(self):
+        if not hasattr(self, "gmms_"):
+            raise _not_fitted_error(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    def _check_recordings(self, X):
+        """``(recordings, stacked)`` of scoring input, checked against the fitted features."""
+        self._check_fitted()
+        recordings, stacked = as_recordings(X)
+        for i, r in enumerate(recordings if stacked is None else recordings[:1]):
+            if r.shape[1] != self.n_features_in_:
+                raise ParameterError(
+                    f"{'X' if stacked is not None else f'X[{i}]'} has {r.shape[1]} features, but "
+                    f"{type(self).__name__} is expecting {self.n_features_in_} features as input (the "
+                    f"features it was trained on)"
+                )
+            if r.shape[0] == 0:
+                raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
+        return recordings, stacked
+
+    # -- scores and probabilities -------------------------------------------------------
+    def score_frames(self, X):
+        """Per-frame score of every class, shape (n_frames, n_classes) (subclasses)."""
+        raise NotImplementedError
+
+    def score_recordings(self, X):
+        """Mean frame score of each recording for each class (priors not included).
+
+        Parameters
+        ----------
+        X : sequence of ndarray (n_frames_i, n_features), or ndarray (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_recordings, n_classes)
+            Column ``c`` is the score for ``classes_[c]``.
+        """
+        recordings, _ = self._check_recordings(X)
+        return mean_per_recording(recordings, self.score_frames, len(self.gmms_))
+
+    def joint_scores(self, X):
+        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label.
+
+        Unlike :meth:`decision_function`, always one column per class.
+        """
+        return self.score_recordings(X) + np.log(self.class_prior_)
+
+    def decision_function(self, X):
+        """Scores plus log priors, as scikit-learn classifiers return them.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_recordings, n_classes), or (n_recordings,) for two classes
+            :meth:`joint_scores`; with two classes, as in scikit-learn, the difference
+            ``column 1 - column 0`` (the log-odds of ``classes_[1]``: > 0 predicts it).
+        """
+        d = self.joint_scores(X)
+        return d[:, 1] - d[:, 0] if d.shape[1] == 2 else d
+
+    def log_proba_from_scores(self, scores):
+        """Log class probabilities of ``scores`` (n, n_classes) by the model's calibrator.
+
+        The one place where probabilities are made: :meth:`predict_proba`, segment
+        timelines and the pipeline's predictions all call it.
+        """
+        self._check_fitted()
+        calibrator = getattr(self, "calibrator_", None) or SoftmaxCalibrator()
+        return calibrator.log_proba(np.atleast_2d(scores), np.log(self.class_prior_))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, shape (n_recordings, n_classes)."""
+        return self.log_proba_from_scores(self.score_recordings(X))
+
+    def predict_proba(self, X):
+        """Class probabilities by the calibrator, shape (n_recordings, n_classes).
+
+        With the default calibrator ``softmax(score + log prior)``; see the module docstring
+        for what they mean (and do not mean).
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """The label of highest ``score + log prior`` for each recording, shape (n_recordings,)."""
+        best = np.argmax(self.joint_scores(X), axis=1)  # checks fitted first
+        return self.classes_[best]
+
+    def score(self, X, y):
+        """Accuracy of :meth:`predict` on ``(X, y)`` (scikit-learn protocol)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    # -- plain-array state (the model file) ----------------------------------------------
+    def _extra_arrays(self):
+        """Arrays besides the class mixtures (subclasses: e.g. the UBM)."""
+        return {}
+
+    def _restore_extra(self, state, arrays, gmm_params):
+        """Rebuild what :meth:`_extra_arrays` saved (subclasses)."""
+
+    def to_arrays(self):
+        """The fitted state as ``(state, arrays)``: JSON-safe facts and named float64 arrays.
+
+        ``arrays`` holds ``weights_<i>``, ``means_<i>``, ``variances_<i>`` per class ``i`` (and
+        whatever the subclass adds); ``state`` the per-class facts and the calibrator. With the
+        parameters (:meth:`get_params`) they are everything :meth:`from_arrays` needs.
+        """
+        self._check_fitted()
+        arrays = {}
+        for i, g in enumerate(self.gmms_):
+            for name in _GMM_ARRAYS:
+                arrays[f"{name}_{i}"] = np.asarray(getattr(g, f"{name}_"), dtype=np.float64)
+        arrays.update(self._extra_arrays())
+        calibrator = getattr(self, "calibrator_", None) or SoftmaxCalibrator()
+        for name, value in calibrator.to_arrays().items():
+            arrays[f"calibration_{name}"] = np.asarray(value, dtype=np.float64)
+        state = {
+            "classes": [str(c) for c in self.classes_],
+            "class_prior": self.class_prior_.tolist(),
+            "n_recordings": [int(n) for n in self.n_recordings_],
+            "n_frames": [int(n) for n in self.n_frames_],
+            "n_features": int(self.n_features_in_),
+            "gmms": [{"n_components": int(g.weights_.shape[0]), "converged": bool(g.converged_),
+                      "n_iter": int(g.n_iter_), "lower_bound": float(g.lower_bound_)} for g in self.gmms_],
+            "calibration": calibrator.to_dict(),
+        }
+        return state, arrays
+
+    def _gmm_params(self):
+        return dict(n_components=self.n_components, tol=self.tol, reg_covar=self.reg_covar,
+                    max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype)
+
+    @classmethod
+    def from_arrays(cls, params, state, arrays):
+        """A fitted classifier from :meth:`get_params` and :meth:`to_arrays` output.
+
+        Raises
+        ------
+        ValueError, KeyError, TypeError
+            Inconsistent state (the model loader turns them into a ModelFileError).
+        """
+        clf = cls(**params)
+        gmm_params = clf._gmm_params()
+        n_features = int(state["n_features"])
+        gmms = []
+        for i, info in enumerate(state["gmms"]):
+            w, mu, var = (np.asarray(arrays[f"{name}_{i}"], dtype=np.float64) for name in _GMM_ARRAYS)
+            gmms.append(fitted_gmm(w, mu, var, n_features, gmm_params, info, f"class {i}"))
+        classes = state["classes"]
+        if len(gmms) != len(classes):
+            raise ValueError(f"{len(classes)} classes but {len(gmms)} mixtures")
+        clf.classes_ = np.array(classes, dtype=object).astype(str)
+        clf.gmms_ = gmms
+        clf.n_features_in_ = n_features
+        clf.class_prior_ = np.asarray(state["class_prior"], dtype=np.float64)
+        if clf.class_prior_.shape != (len(classes),):
+            raise ValueError("class_prior does not match the classes")
+        clf.n_recordings_ = np.asarray(state["n_recordings"], dtype=np.int64)
+        clf.n_frames_ = np.asarray(state["n_frames"], dtype=np.int64)
+        calibration = state.get("calibration") or {"kind": "softmax"}
+        cal_arrays = {k[len("calibration_"):]: v for k, v in arrays.items() if k.startswith("calibration_")}
+        try:
+            clf.calibrator_ = calibrator_from_state(calibration, cal_arrays)
+        except ParameterError as exc:
+            raise ValueError(str(exc)) from None
+        clf._restore_extra(state, arrays, gmm_params)
+        return clf
+
+
+def fitted_gmm(w, mu, var, n_features, gmm_params, info, what):
+    """A DiagonalGMM holding checked parameters (what the model file restores)."""
+    k = w.shape[0] if w.ndim == 1 else -1
+    if w.ndim != 1 or mu.shape != (k, n_features) or var.shape != (k, n_features):
+        raise ValueError(f"{what}: arrays of shapes {w.shape}, {mu.shape}, {var.shape} do not fit together")
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mu)) and np.all(np.isfinite(var))):
+        raise ValueError(f"{what}: non-finite parameters")
+    if np.any(var <= 0) or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"{what}: variances must be > 0 and weights sum to 1")
+    g = DiagonalGMM(**{**gmm_params, "n_components": k})
+    g.weights_, g.means_, g.variances_ = w, mu, var
+    g.n_features_in_ = n_features
+    info = info or {}
+    g.converged_ = bool(info.get("converged", True))
+    g.n_iter_ = int(info.get("n_iter", 0))
+    lb = info.get("lower_bound", float("nan"))
+    g.lower_bound_ = float("nan") if lb is None else float(lb)
+    return g
+
+
+class GMMClassifier(BaseGMMClassifier):
     """Classify recordings with one diagonal-covariance GMM per class.
 
     Parameters
@@ -144,8 +424,15 @@ class GMMClassifier(ParamsMixin):
         number of frames are skipped) with :func:`audiogmm.gmm.select_n_components`; the
         chosen K are in ``n_components_`` (fits one mixture per candidate: about 2x the
         time of fitting K=64 alone).
-    tol, reg_covar, max_iter, n_init, init_params, dtype
+    tol, max_iter, n_init, init_params, dtype
         Passed to each class's :class:`~audiogmm.gmm.DiagonalGMM`.
+    reg_covar : float, default=1e-3
+        Added to every variance (passed to each class's mixture). The classifiers default to
+        1e-3, not :class:`~audiogmm.gmm.DiagonalGMM`'s 1e-6 (scikit-learn's, for arbitrary
+        data): audiogmm's features are normalised per recording, so 1e-3 is a small fraction of
+        their variance and keeps components from collapsing onto near-duplicate frames
+        (digital silence). The same default as :class:`~audiogmm.ubm.UBMClassifier`, the
+        pipeline and the command line.
     priors : None, "uniform", "empirical" or array-like of shape (n_classes,), default=None
         Class priors added (as logs) to the scores. ``None``/``"uniform"``: equal priors, so
         the label is the class of highest mean log-likelihood. ``"empirical"``: proportional
@@ -188,12 +475,14 @@ class GMMClassifier(ParamsMixin):
     ['b']
     """
 
+    method = "per-class"
+
     def __init__(
         self,
         n_components=8,
         *,
         tol=1e-3,
-        reg_covar=1e-6,
+        reg_covar=1e-3,
         max_iter=100,
         n_init=1,
         init_params="k-means++",
@@ -219,26 +508,6 @@ class GMMClassifier(ParamsMixin):
         "priors", "random_state", "n_jobs",
     )
 
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "gmms_")
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # only when sklearn asks
-
-        return Tags(
-            estimator_type="classifier",
-            target_tags=TargetTags(required=True),
-            classifier_tags=ClassifierTags(),
-            input_tags=InputTags(allow_nan=False),
-        )
-
-    # -- validation ----------------------------------------------------------------------
-    def _gmm_params(self):
-        return dict(
-            n_components=self.n_components, tol=self.tol, reg_covar=self.reg_covar,
-            max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype,
-        )
-
     def _auto(self):
         return isinstance(self.n_components, str) and self.n_components == "auto"
 
@@ -246,28 +515,9 @@ class GMMClassifier(ParamsMixin):
         k = self.n_components
         if not self._auto() and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
             raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by BIC")
-        _n_threads(self.n_jobs)
-        if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
-            raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
-        if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
-            raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
+        self._validate_common()
         # Let DiagonalGMM check its own parameters before any work.
         DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
-        _entropy(self.random_state, check_only=True)
-
-    def _resolve_priors(self, n_recordings):
-        p = self.priors
-        if p is None or (isinstance(p, str) and p == "uniform"):
-            return np.full(len(n_recordings), 1.0 / len(n_recordings))
-        if isinstance(p, str):  # empirical
-            return n_recordings / n_recordings.sum()
-        p = np.asarray(p, dtype=float)
-        if p.shape != (len(n_recordings),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
-            raise ParameterError(
-                f"priors must hold {len(n_recordings)} positive numbers (one per class, in the order "
-                f"{list(self.classes_)}), got {self.priors!r}"
-            )
-        return p / p.sum()
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, X, y):
@@ -292,20 +542,7 @@ class GMMClassifier(ParamsMixin):
             A class has fewer frames than ``n_components``.
         """
         self._validate_params()
-        if y is None:
-            raise ParameterError("GMMClassifier requires y to be passed, but the target y is None: "
-                                 "give one label per recording")
-        recordings, _ = _as_recordings(X)
-        y = _check_y(y, len(recordings))
-        if len(recordings) == 0:
-            raise ParameterError("X holds no recording: give at least one recording per class")
-        widths = {r.shape[1] for r in recordings}
-        if len(widths) != 1:
-            raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
-        for i, r in enumerate(recordings):
-            if not np.all(np.isfinite(r)):
-                raise ParameterError(f"X[{i}] contains NaN or infinity")
-        classes, y_idx = np.unique(y, return_inverse=True)
+        recordings, classes, y_idx, n_features = self._check_training_data(X, y)
         auto = self._auto()
         frames = []
         for c, label in enumerate(classes):
@@ -327,91 +564,31 @@ class GMMClassifier(ParamsMixin):
             tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd)), Xc))
                      for Xc, sd in zip(frames, seeds)]
         results = _run_all(tasks, self.n_jobs)
-        self.classes_ = classes
-        self.n_features_in_ = widths.pop()
-        self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
-        self.n_frames_ = np.array([f.shape[0] for f in frames])
-        if auto:
-            self.gmms_ = [g for g, _ in results]
-            self.bic_ = [values for _, values in results]
-        else:
-            self.gmms_ = results
-            self.bic_ = None
+        gmms, self.bic_ = (([g for g, _ in results], [values for _, values in results]) if auto
+                           else (results, None))
+        self._set_fitted(classes, y_idx, n_features, gmms, [f.shape[0] for f in frames])
         self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
         self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
-        self.class_prior_ = self._resolve_priors(self.n_recordings_)
         return self
 
     # -- scoring -------------------------------------------------------------------------
-    def _check_fitted(self):
-        if not hasattr(self, "gmms_"):
-            raise _not_fitted_error("this GMMClassifier is not fitted yet: call fit() first")
+    def score_frames(self, X):
+        """Log-likelihood of every frame under each class's mixture, shape (n_frames, n_classes)."""
+        self._check_fitted()
+        return score_samples_many(self.gmms_, X)
 
     def score_recordings(self, X):
-        """Mean frame log-likelihood of each recording under each class's mixture.
-
-        Parameters
-        ----------
-        X : sequence of ndarray (n_frames_i, n_features), or ndarray (n_samples, n_features)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_recordings, n_classes)
-            Column ``c`` is ``s_c(X)`` for ``classes_[c]`` (priors not included).
-        """
-        self._check_fitted()
-        recordings, stacked = _as_recordings(X)
-        for i, r in enumerate(recordings if stacked is None else recordings[:1]):
-            if r.shape[1] != self.n_features_in_:
-                raise ParameterError(
-                    f"{'X' if stacked is not None else f'X[{i}]'} has {r.shape[1]} features, but GMMClassifier "
-                    f"is expecting {self.n_features_in_} features as input (the features it was trained on)"
-                )
-            if r.shape[0] == 0:
-                raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
+        """Mean frame log-likelihood ``s_c(X)`` of each recording (see the base class)."""
+        recordings, stacked = self._check_recordings(X)
         if stacked is not None:  # one frame per recording: one pass over all rows
             return score_samples_many(self.gmms_, stacked)
-        return _mean_per_recording(recordings, lambda frames: score_samples_many(self.gmms_, frames),
-                                   len(self.gmms_))
+        return mean_per_recording(recordings, self.score_frames, len(self.gmms_))
 
-    def joint_scores(self, X):
-        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label.
-
-        Unlike :meth:`decision_function`, always one column per class.
-        """
-        return self.score_recordings(X) + np.log(self.class_prior_)
-
-    def decision_function(self, X):
-        """Scores plus log priors, as scikit-learn classifiers return them.
-
-        Returns
-        -------
-        decision : ndarray of shape (n_recordings, n_classes), or (n_recordings,) for two classes
-            :meth:`joint_scores`; with two classes, as in scikit-learn, the difference
-            ``column 1 - column 0`` (the log-odds of ``classes_[1]``: > 0 predicts it).
-        """
-        d = self.joint_scores(X)
-        return d[:, 1] - d[:, 0] if d.shape[1] == 2 else d
-
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, shape (n_recordings, n_classes)."""
-        return log_softmax(self.joint_scores(X), axis=1)
-
-    def predict_proba(self, X):
-        """Class probabilities ``softmax(score + log prior)``, shape (n_recordings, n_classes).
-
-        See the module docstring for what they mean (and do not mean).
-        """
-        return softmax(self.joint_scores(X), axis=1)
-
-    def predict(self, X):
-        """The label of highest ``score + log prior`` for each recording, shape (n_recordings,)."""
-        best = np.argmax(self.joint_scores(X), axis=1)  # checks fitted first
-        return self.classes_[best]
-
-    def score(self, X, y):
-        """Accuracy of :meth:`predict` on ``(X, y)`` (scikit-learn protocol)."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+    def _restore_extra(self, state, arrays, gmm_params):
+        # each class's own K (they differ with n_components="auto")
+        self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
+        self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
+        self.bic_ = None
 
 
 def _plain(value):
@@ -426,7 +603,7 @@ def _equal(a, b):
         return False
 
 
-def _check_y(y, n_recordings):
+def _check_y(y, n_recordings, estimator="GMMClassifier"):
     """Labels as a 1-D array of ``n_recordings`` class labels (scikit-learn's rules)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -443,7 +620,7 @@ def _check_y(y, n_recordings):
         if not np.all(np.isfinite(y)):
             raise ParameterError("Input y contains NaN or infinity: every recording needs a label")
         if np.any(y != np.round(y.real)):
-            raise ParameterError("Unknown label type: continuous. GMMClassifier needs class labels "
+            raise ParameterError(f"Unknown label type: continuous. {estimator} needs class labels "
                                  "(str or int), not continuous targets")
     return y
 
@@ -471,7 +648,7 @@ def _select_one(X, params):
     return select_n_components(X, N_COMPONENTS_GRID, **params)
 
 
-def _mean_per_recording(recordings, score_frames, n_columns):
+def mean_per_recording(recordings, score_frames, n_columns):
     """Mean over each recording's frames of ``score_frames(frames)`` (n_frames, n_columns).
 
     Many short recordings are scored in one pass: up to ``_BATCH_FRAMES`` frames are

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from .exceptions import AudiogmmError, ParameterError
+from .recipes import DEFAULT_PARAMS, PRESET_HELP
 
 EPILOG_ROOT = """\b
 Examples:
@@ -167,8 +168,9 @@ def main():
 # -- train ----------------------------------------------------------------------------------
 def _feature_options(func):
     opts = [
-        click.option("--preset", type=click.Choice(["speech", "music", "language"]), default=None,
-                     help="Feature preset (see README); the options below override it one by one."),
+        click.option("--preset", type=click.Choice(list(PRESET_HELP)), default=None,
+                     help="A recipe, features and classifier together; the options override it one by one. "
+                          + "; ".join(PRESET_HELP.values()) + "."),
         click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Rate audio is resampled to, in Hz [16000]."),
         click.option("--n-mfcc", type=int, default=None, help="MFCC coefficients per frame [20]."),
         click.option("--n-mels", type=int, default=None, help="Mel bands [40]."),
@@ -208,9 +210,11 @@ def _cache_option(func):
 
 def _feature_config(preset, **overrides):
     from .features import FeatureConfig
+    from .recipes import get_recipe
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return FeatureConfig.preset(preset, **overrides) if preset else FeatureConfig(**overrides)
+    base = get_recipe(preset).features
+    return FeatureConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
 
 
 TRAIN_EPILOG = """\b
@@ -248,17 +252,20 @@ def _model_options(func):
                      help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; 8 "
                           "without --preset]. per-class also takes 'auto': each class's K chosen by BIC "
                           "over 1, 2, 4, ..., 64."),
-        click.option("--max-iter", type=int, default=100, show_default=True, help="Most EM iterations per mixture."),
-        click.option("--tol", type=float, default=1e-3, show_default=True,
-                     help="Stop EM when the mean log-likelihood gains less."),
-        click.option("--reg-covar", type=float, default=1e-3, show_default=True, help="Floor added to every variance."),
-        click.option("--n-init", type=int, default=1, show_default=True, help="EM restarts per mixture; the best is kept."),
-        click.option("--priors", type=click.Choice(["uniform", "empirical"]), default="uniform", show_default=True,
-                     help="Class priors: equal, or proportional to training recordings."),
+        click.option("--max-iter", type=int, default=None, help=f"Most EM iterations per mixture [{DEFAULT_PARAMS['max_iter']}]."),
+        click.option("--tol", type=float, default=None,
+                     help=f"Stop EM when the mean log-likelihood gains less [{DEFAULT_PARAMS['tol']:g}]."),
+        click.option("--reg-covar", type=float, default=None,
+                     help=f"Floor added to every variance [{DEFAULT_PARAMS['reg_covar']:g}]."),
+        click.option("--n-init", type=int, default=None,
+                     help=f"EM restarts per mixture; the best is kept [{DEFAULT_PARAMS['n_init']}]."),
+        click.option("--priors", type=click.Choice(["uniform", "empirical"]), default=None,
+                     help="Class priors: equal, or proportional to training recordings [uniform]."),
         click.option("--relevance-factor", type=float, default=None,
                      help="ubm: MAP relevance factor r, alpha = n / (n + r) [the preset's; 16]."),
-        click.option("--top-c", type=click.IntRange(min=0), default=5, show_default=True,
-                     help="ubm: score each frame's class models on its top-C UBM components (0: all)."),
+        click.option("--top-c", type=click.IntRange(min=0), default=None,
+                     help=f"ubm: score each frame's class models on its top-C UBM components (0: all) "
+                          f"[{DEFAULT_PARAMS['top_c']}]."),
         click.option("--adapt", default=None, metavar="PARTS",
                      help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances "
                           "[the preset's; means]."),
@@ -271,17 +278,12 @@ def _model_options(func):
     return func
 
 
-def _recipe(preset, method, n_components, relevance_factor, top_c, adapt, **rest):
-    """Training keyword arguments: explicit options over the preset's training defaults."""
-    from .pipeline import TRAIN_PRESETS
+def _recipe(preset, feature_overrides, **params):
+    """The recipe of ``--preset`` with the explicit options over it (features and classifier)."""
+    from .recipes import get_recipe
 
-    defaults = {"method": "per-class", "n_components": 8, "relevance_factor": 16.0, "adapt": "means"}
-    if preset:
-        defaults.update(TRAIN_PRESETS.get(preset, {}))
-    given = {"method": method, "n_components": n_components, "relevance_factor": relevance_factor, "adapt": adapt}
-    out = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
-    out["top_c"] = None if top_c == 0 else top_c
-    return {**out, **rest}
+    recipe = get_recipe(preset, **params)
+    return recipe.replace(features=_feature_config(preset, **feature_overrides))
 
 
 @main.command(epilog=TRAIN_EPILOG)
@@ -300,14 +302,13 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
     from . import pipeline
 
     _show_warnings(quiet)
-    config = _feature_config(preset, **feature_overrides)
-    recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt, clip=clip)
+    recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
+                     tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors, relevance_factor=relevance_factor,
+                     top_c=top_c, adapt=adapt)
     model = pipeline.train(
-        data, feature_config=config, max_iter=max_iter, tol=tol,
-        reg_covar=reg_covar, n_init=n_init, priors=priors, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet), **recipe,
+        data, recipe, clip=clip, include=include, exclude=exclude,
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
     )
-    model.summary["preset"] = preset
     model.save(output)
     s = model.summary
     click.echo(
@@ -498,10 +499,16 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
     protocol_opts = {"--cv": n_splits, "--group-by": group_by, "--test": test_globs or None,
                      "--test-list": test_list, "--train-list": train_list}
     if len(sources) == 2:
-        given = [name for name, v in protocol_opts.items() if v is not None]
-        if given or clip is not None:
-            raise click.UsageError(f"{', '.join(given + (['--clip'] if clip is not None else []))} "
-                                   f"only apply without a MODEL (cross-validating a recipe on DATA)")
+        recipe_opts = {"--clip": clip, "--method": method, "--n-components": n_components, "--max-iter": max_iter,
+                       "--tol": tol, "--reg-covar": reg_covar, "--n-init": n_init, "--priors": priors,
+                       "--relevance-factor": relevance_factor, "--top-c": top_c, "--adapt": adapt,
+                       "--preset": preset}
+        recipe_opts.update({"--" + k.replace("_", "-"): v for k, v in feature_overrides.items()})
+        given = [name for name, v in {**protocol_opts, **recipe_opts}.items() if v is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only without a MODEL "
+                f"(cross-validating a recipe on DATA); a trained MODEL keeps the recipe it was trained with")
         model = _load(sources[0])
         ev = pipeline.evaluate(model, sources[1], include=include, exclude=exclude, n_jobs=jobs,
                                cache_dir=cache_dir, progress=_Progress(quiet))
@@ -512,13 +519,13 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         if n_splits is not None and (test_globs or test_list):
             raise click.UsageError("--cv and --test/--test-list are alternatives: give one")
         test = list(test_globs) + (_read_list(test_list) if test_list else [])
-        config = _feature_config(preset, **feature_overrides)
-        recipe = _recipe(preset, method, n_components, relevance_factor, top_c, adapt, clip=clip)
+        recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
+                         tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
+                         relevance_factor=relevance_factor, top_c=top_c, adapt=adapt)
         ev = pipeline.cross_validate(
-            data, feature_config=config, n_splits=n_splits or 5, group_by=group_by, test=test or None,
-            train=_read_list(train_list) if train_list else None, max_iter=max_iter, tol=tol,
-            reg_covar=reg_covar, n_init=n_init, priors=priors, include=include, exclude=exclude, n_jobs=jobs,
-            random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet), **recipe,
+            data, recipe, n_splits=n_splits or 5, group_by=group_by, test=test or None,
+            train=_read_list(train_list) if train_list else None, clip=clip, include=include, exclude=exclude,
+            n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
         )
     if plot is not None:
         _plot(ev, plot, quiet)

@@ -278,13 +278,16 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
     result : dict
         ``classes`` (sorted labels), ``scores`` (n_recordings, n_classes): the decision
         scores of each recording from the split that tested it (NaN for a class a split's
-        training part lacks, and for recordings never tested), ``tested`` (bool mask),
+        training part lacks, and for recordings never tested), ``log_proba`` (the same shape:
+        the log-probabilities by that split's classifier's calibrator, -inf for a class it lacks),
+        ``tested`` (bool mask),
         ``y_pred`` (list, None where not tested), ``folds`` (per split: ``n_train``,
         ``n_test``, ``accuracy``).
     """
     labels = np.asarray(labels).astype(str)
     classes = np.unique(labels)
     scores = np.full((len(features), classes.size), np.nan)
+    log_proba = np.full((len(features), classes.size), -np.inf)
     y_pred = [None] * len(features)
     folds = []
     if progress:
@@ -294,8 +297,10 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
         clf.fit([features[i] for i in tr], labels[tr])
         cols = np.searchsorted(classes, np.asarray(clf.classes_).astype(str))
         te_features = [features[i] for i in te]  # (n, n_classes) even for two classes:
-        d = clf.score_recordings(te_features) + np.log(clf.class_prior_)
+        s = clf.score_recordings(te_features)
+        d = s + np.log(clf.class_prior_)
         scores[np.ix_(te, cols)] = d
+        log_proba[np.ix_(te, cols)] = clf.log_proba_from_scores(s)
         pred = np.asarray(clf.classes_).astype(str)[np.argmax(d, axis=1)]
         for i, p in zip(te, pred):
             y_pred[i] = str(p)
@@ -304,8 +309,8 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
         if progress:
             progress("folds", f + 1, len(splits))
     tested = np.array([p is not None for p in y_pred])
-    return {"classes": [str(c) for c in classes], "scores": scores, "tested": tested, "y_pred": y_pred,
-            "folds": folds}
+    return {"classes": [str(c) for c in classes], "scores": scores, "log_proba": log_proba, "tested": tested,
+            "y_pred": y_pred, "folds": folds}
 
 
 # -- metrics -----------------------------------------------------------------------------------

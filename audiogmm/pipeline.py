@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.special import softmax
 
 from . import dataset as _dataset
 from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
@@ -25,7 +24,8 @@ from .features import FeatureConfig
 from .gmm import _n_threads
 from . import evaluation as _evaluation
 from .persistence import TrainedModel
-from .ubm import make_classifier
+from . import recipes as _recipes
+from .classifier import BaseGMMClassifier
 
 __all__ = [
     "extract_features",
@@ -36,7 +36,6 @@ __all__ = [
     "predict_segments",
     "evaluate",
     "cross_validate",
-    "TRAIN_PRESETS",
     "Prediction",
     "Segment",
     "Timeline",
@@ -285,40 +284,46 @@ def _rows(dataset, include, exclude):
     return list(dataset)
 
 
-#: Training defaults that go with each feature preset (``audiogmm train --preset P`` and
-#: ``audiogmm evaluate DATA --preset P`` use them unless ``--method`` / ``-k`` /
-#: ``--relevance-factor`` / ``--adapt`` are given). Measured with ``bench/accuracy.py`` (see
-#: the README's results): for speech and language, ubm with 128 components and means+weights
-#: adaptation beat per-class K=32 on every protocol.
-TRAIN_PRESETS = {
-    "speech": {"method": "ubm", "n_components": 128, "relevance_factor": 16.0, "adapt": "means,weights"},
-    "language": {"method": "ubm", "n_components": 128, "relevance_factor": 16.0, "adapt": "means,weights"},
-    # music: per-class matched or beat ubm on soundtrack and genre-midi (grouped CV and test split).
-    "music": {"method": "per-class", "n_components": 32},
-}
+def _resolve_recipe(recipe, preset, feature_config, params):
+    """The recipe of a workflow call: a Recipe, an unfitted classifier, or a preset plus overrides.
+
+    Returns ``(recipe, classifier_or_None)``: an estimator given as ``recipe`` is used as it is
+    (its own ``random_state`` and ``n_jobs``), with ``feature_config`` or the default features.
+    """
+    if feature_config is not None and not isinstance(feature_config, FeatureConfig):
+        raise ParameterError(f"feature_config must be a FeatureConfig, got {type(feature_config).__name__}")
+    if isinstance(recipe, BaseGMMClassifier):
+        if preset is not None or params:
+            raise ParameterError("give either an estimator as recipe or preset/parameters, not both")
+        recipe._validate_params()
+        r = _recipes.Recipe(feature_config or FeatureConfig(), recipe.method,
+                            {k: v for k, v in recipe.get_params().items() if k in _recipes.DEFAULT_PARAMS})
+        return r, recipe
+    if recipe is None:
+        recipe = _recipes.get_recipe(preset, features=feature_config, **params)
+    elif isinstance(recipe, _recipes.Recipe):
+        if preset is not None:
+            raise ParameterError("give either a recipe or a preset, not both")
+        recipe = recipe.replace(features=feature_config, **params)
+    else:
+        raise ParameterError(f"recipe must be a Recipe, an unfitted classifier or None, got {type(recipe).__name__}")
+    return recipe, None
 
 
 def train(
     dataset,
+    recipe=None,
     *,
+    preset=None,
     feature_config=None,
-    n_components=8,
-    max_iter=100,
-    tol=1e-3,
-    reg_covar=1e-3,
-    n_init=1,
-    priors=None,
+    clip=None,
     include=(),
     exclude=(),
     n_jobs=1,
     random_state=0,
     cache_dir=None,
     progress=None,
-    method="per-class",
-    relevance_factor=16.0,
-    top_c=5,
-    adapt="means",
-    clip=None,
+    **params,
 ):
     """Train a classifier from a labelled dataset.
 
@@ -326,12 +331,17 @@ def train(
     ----------
     dataset : str, Path or sequence of Recording
         A folder with one sub-folder per label, a manifest, or rows from :func:`audiogmm.dataset.discover`.
+    recipe : Recipe or unfitted classifier, optional
+        What to train (:mod:`audiogmm.recipes`); default: ``preset`` with ``params`` over it.
+    preset : {"speech", "music"}, optional
+        A named recipe, features and classifier together (the same as ``--preset`` of the
+        command line). None: the default recipe.
     feature_config : FeatureConfig, optional
-        Defaults to ``FeatureConfig()``.
-    n_components, max_iter, tol, reg_covar, n_init, priors
-        See :class:`~audiogmm.classifier.GMMClassifier`. ``reg_covar`` defaults to 1e-3 here:
-        features are normalised per recording, so 1e-3 is a small fraction of their variance
-        and keeps components from collapsing onto near-duplicate frames.
+        Replaces the recipe's features.
+    **params
+        Recipe parameters over the preset's: ``method``, ``n_components``, ``max_iter``,
+        ``tol``, ``reg_covar``, ``n_init``, ``priors``, ``relevance_factor``, ``top_c``,
+        ``adapt`` (see :data:`audiogmm.recipes.DEFAULT_PARAMS`).
     include, exclude : sequence of str
         Glob patterns filtering the dataset's relative paths (see :func:`audiogmm.dataset.discover`).
     n_jobs : int, default=1
@@ -341,13 +351,6 @@ def train(
     cache_dir : str or Path, optional
         Feature cache folder; see :func:`extract_features`.
     progress : callable(stage, done, total), optional
-    method : {"per-class", "ubm"}, default="per-class"
-        ``"per-class"``: one GMM per class trained by EM (:class:`~audiogmm.classifier.GMMClassifier`);
-        ``"ubm"``: a universal background model of ``n_components`` components and class models
-        MAP-adapted from it, scored by log-likelihood ratio (:class:`~audiogmm.ubm.UBMClassifier`).
-    relevance_factor, top_c, adapt
-        MAP relevance factor, top-C scoring and adapted parameters; ``method="ubm"`` only
-        (see :class:`~audiogmm.ubm.UBMClassifier`).
     clip : float, optional
         Cut every recording into consecutive clips of this many seconds (each normalised on
         its own; a tail shorter than a clip is dropped) and train on the clips.
@@ -364,14 +367,11 @@ def train(
     TrainingError
         A class with no usable recording, or with fewer frames than ``n_components``.
     """
-    config = FeatureConfig() if feature_config is None else feature_config
-    if not isinstance(config, FeatureConfig):
-        raise ParameterError(f"feature_config must be a FeatureConfig, got {type(config).__name__}")
-    clf = make_classifier(
-        method, n_components=n_components, relevance_factor=relevance_factor, top_c=top_c, adapt=adapt,
-        max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
-        priors=priors, random_state=random_state, n_jobs=_check_jobs(n_jobs),
-    )
+    n_jobs = _check_jobs(n_jobs)
+    recipe, clf = _resolve_recipe(recipe, preset, feature_config, params)
+    if clf is None:
+        clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
+    config = recipe.features
     clip = _evaluation._check_clip(clip)
     _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
@@ -411,7 +411,8 @@ def train(
             for lab, n_rec, n_fr in zip(clf.classes_, clf.n_recordings_, clf.n_frames_)
         },
         "random_state": random_state,
-        "method": method,
+        "method": recipe.method,
+        "preset": recipe.name,
         "clip": clip,
         "feature_seconds": round(t_features, 3),
         "fit_seconds": round(t_fit, 3),
@@ -504,7 +505,7 @@ def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None, excerp
             out.append(Prediction(str(paths[i]), None, error=reason))
             continue
         scores = clf.score_recordings([X])[0]
-        proba = softmax(scores + np.log(clf.class_prior_))
+        proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
         label = str(clf.classes_[int(np.argmax(proba))])
         out.append(Prediction(str(paths[i]), label, proba, scores, int(X.shape[0])))
     return out
@@ -617,7 +618,6 @@ def _check_seconds(seconds):
 def _timeline(clf, path, X, frames, config, seconds):
     from .audio import duration
     from .exceptions import AudioLoadError
-    from .gmm import score_samples_many
 
     frame_s = config.hop_length / config.sample_rate
     try:
@@ -627,11 +627,10 @@ def _timeline(clf, path, X, frames, config, seconds):
     n_seg = max(1, int(np.ceil(total / seconds - 1e-9)))
     seg = np.minimum((frames * frame_s / seconds).astype(np.intp), n_seg - 1)
     # (n_frames, n_classes): every frame scored once (log-likelihood ratios for a UBM model)
-    ll = clf.score_frames(X) if hasattr(clf, "score_frames") else score_samples_many(clf.gmms_, X)
+    ll = clf.score_frames(X)
     counts = np.bincount(seg, minlength=n_seg)
     sums = np.zeros((n_seg, ll.shape[1]))
     np.add.at(sums, seg, ll)
-    log_prior = np.log(clf.class_prior_)
     segments = []
     for s in range(n_seg):
         start, end = s * seconds, min((s + 1) * seconds, total)
@@ -639,7 +638,7 @@ def _timeline(clf, path, X, frames, config, seconds):
             segments.append(Segment(round(start, 3), round(end, 3), None))
             continue
         scores = sums[s] / counts[s]
-        proba = softmax(scores + log_prior)
+        proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
         label = str(clf.classes_[int(np.argmax(proba))])
         segments.append(Segment(round(start, 3), round(end, 3), label, proba, scores, int(counts[s])))
     return Timeline(str(path), segments, round(total, 3))
@@ -826,29 +825,22 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None
 
 def cross_validate(
     dataset,
+    recipe=None,
     *,
+    preset=None,
     feature_config=None,
-    method="per-class",
     n_splits=5,
     group_by=None,
     test=None,
     train=None,
     clip=None,
-    n_components=8,
-    max_iter=100,
-    tol=1e-3,
-    reg_covar=1e-3,
-    n_init=1,
-    priors=None,
-    relevance_factor=16.0,
-    top_c=5,
-    adapt="means",
     include=(),
     exclude=(),
     n_jobs=1,
     random_state=0,
     cache_dir=None,
     progress=None,
+    **params,
 ):
     """Evaluate a training recipe on a dataset without leaking groups from training into test.
 
@@ -859,8 +851,8 @@ def cross_validate(
     Parameters
     ----------
     dataset : str, Path or sequence of Recording
-    feature_config : FeatureConfig, optional
-    method : {"per-class", "ubm"}, default="per-class"
+    recipe, preset, feature_config, **params
+        What to train, as :func:`train`.
     n_splits : int >= 2, default=5
         Folds of the stratified group k-fold (lowered to the number of groups when fewer);
         ignored when ``test`` is given.
@@ -874,8 +866,6 @@ def cross_validate(
         training; default the rest) recordings.
     clip : float, optional
         Cut recordings into clips of this many seconds (train and test on clips).
-    n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c, adapt
-        As :func:`train`.
     include, exclude, n_jobs, random_state, cache_dir, progress
         As :func:`train`; ``random_state`` also shuffles the folds.
 
@@ -891,13 +881,17 @@ def cross_validate(
     TrainingError
         No usable recording.
     """
-    config = FeatureConfig() if feature_config is None else feature_config
-    if not isinstance(config, FeatureConfig):
-        raise ParameterError(f"feature_config must be a FeatureConfig, got {type(config).__name__}")
-    params = dict(method=method, n_components=n_components, relevance_factor=relevance_factor, top_c=top_c,
-                  adapt=adapt, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
-                  random_state=random_state, n_jobs=_check_jobs(n_jobs))
-    make_classifier(**params)  # validates before any audio is read
+    n_jobs = _check_jobs(n_jobs)
+    recipe, estimator = _resolve_recipe(recipe, preset, feature_config, params)
+    if estimator is None:
+        recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)  # validates before any audio is read
+
+        def make():
+            return recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
+    else:
+        def make():
+            return type(estimator)(**estimator.get_params())
+    config = recipe.features
     clip = _evaluation._check_clip(clip)
     if test is None and (isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2):
         raise ParameterError(f"n_splits must be an int >= 2, got {n_splits!r}")
@@ -921,7 +915,7 @@ def cross_validate(
         splits = [(np.flatnonzero(np.isin(src, tr_files)), np.flatnonzero(np.isin(src, te_files)))]
         if splits[0][0].size == 0 or splits[0][1].size == 0:
             raise TrainingError("the fixed split leaves no usable recording for training or for test")
-    result = _evaluation.run_splits(X_items, y_items, splits, lambda: make_classifier(**params), progress=progress)
+    result = _evaluation.run_splits(X_items, y_items, splits, make, progress=progress)
     tested = result["tested"]
     y_true = [y for y, t in zip(y_items, tested) if t]
     y_pred = [p for p, t in zip(result["y_pred"], tested) if t]
@@ -931,8 +925,9 @@ def cross_validate(
     verification = _evaluation.verification_metrics(*_evaluation.one_vs_rest_scores(y_true, scores, labels))
     names = [rows[i].name for i in src]
     predictions = [
-        Prediction(name, pred, softmax(np.nan_to_num(sc, nan=-np.inf)), sc, int(X.shape[0]))
-        for name, pred, sc, X, t in zip(names, result["y_pred"], result["scores"], X_items, tested) if t
+        Prediction(name, pred, np.exp(lp), sc, int(X.shape[0]))
+        for name, pred, sc, lp, X, t in zip(names, result["y_pred"], result["scores"], result["log_proba"], X_items,
+                                            tested) if t
     ]
     for f, (tr, te) in zip(result["folds"], splits):
         f["test_groups"] = sorted({str(g_items[i]) for i in te})
@@ -941,8 +936,9 @@ def cross_validate(
         "n_splits": len(splits),
         "group_by": group_by,
         "clip": clip,
-        "method": method,
-        "n_components": n_components,
+        "method": recipe.method,
+        "preset": recipe.name,
+        "n_components": recipe.params["n_components"],
         "feature_config": config.to_dict(),
         "n_items": len(items),
         "n_groups": len(set(g_items)),

@@ -58,13 +58,13 @@ import math
 import numbers
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import logsumexp
 
-from .exceptions import NotFittedError, ParameterError, TrainingError
-from .classifier import ParamsMixin, _as_recordings, _mean_per_recording
-from .gmm import DiagonalGMM, _n_threads
+from .classifier import BaseGMMClassifier, fitted_gmm
+from .exceptions import ParameterError, TrainingError
+from .gmm import DiagonalGMM
 
-__all__ = ["UBMClassifier", "make_classifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS", "METHODS"]
+__all__ = ["UBMClassifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS"]
 
 #: The parameters MAP adaptation may update (``adapt`` is a comma-separated subset).
 ADAPT_PARTS = ("means", "weights", "variances")
@@ -326,7 +326,7 @@ def _seed(random_state):
 # --------------------------------------------------------------------------------------
 
 
-class UBMClassifier(ParamsMixin):
+class UBMClassifier(BaseGMMClassifier):
     """Classify recordings with a universal background model and MAP-adapted class models.
 
     Same interface as :class:`~audiogmm.classifier.GMMClassifier` (``fit``,
@@ -378,6 +378,7 @@ class UBMClassifier(ParamsMixin):
     ['b']
     """
 
+    method = "ubm"
     _param_names = (
         "n_components", "relevance_factor", "adapt", "top_c", "ubm_max_frames", "tol", "reg_covar",
         "max_iter", "n_init", "init_params", "dtype", "priors", "random_state", "n_jobs",
@@ -401,22 +402,7 @@ class UBMClassifier(ParamsMixin):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    # -- scikit-learn estimator protocol: get_params/set_params/__repr__ from ParamsMixin
-
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "gmms_")
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
-
-        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(), input_tags=InputTags())
-
     # -- validation ----------------------------------------------------------------------
-    def _ubm_params(self):
-        return dict(n_components=self.n_components, tol=self.tol, reg_covar=self.reg_covar,
-                    max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params, dtype=self.dtype)
-
     def _validate_params(self):
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
@@ -429,25 +415,8 @@ class UBMClassifier(ParamsMixin):
         m = self.ubm_max_frames
         if m is not None and (not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 1):
             raise ParameterError(f"ubm_max_frames must be None or an int >= 1, got {m!r}")
-        _n_threads(self.n_jobs)
-        if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
-            raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
-        if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
-            raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
-        _seed(self.random_state)
-        DiagonalGMM(**self._ubm_params())._validated_params()
-
-    def _resolve_priors(self, n_recordings):
-        p = self.priors
-        if p is None or (isinstance(p, str) and p == "uniform"):
-            return np.full(len(n_recordings), 1.0 / len(n_recordings))
-        if isinstance(p, str):
-            return n_recordings / n_recordings.sum()
-        p = np.asarray(p, dtype=float)
-        if p.shape != (len(n_recordings),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
-            raise ParameterError(f"priors must hold {len(n_recordings)} positive numbers (one per class, in the "
-                                 f"order {list(self.classes_)}), got {self.priors!r}")
-        return p / p.sum()
+        self._validate_common()
+        DiagonalGMM(**self._gmm_params())._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, X, y):
@@ -470,19 +439,7 @@ class UBMClassifier(ParamsMixin):
             Fewer pooled frames than ``n_components``.
         """
         self._validate_params()
-        recordings, _ = _as_recordings(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != len(recordings):
-            raise ParameterError(f"y must be 1-D with one label per recording ({len(recordings)}), got shape {y.shape}")
-        if not recordings:
-            raise ParameterError("X holds no recording: give at least one recording per class")
-        widths = {r.shape[1] for r in recordings}
-        if len(widths) != 1:
-            raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
-        for i, r in enumerate(recordings):
-            if not np.all(np.isfinite(r)):
-                raise ParameterError(f"X[{i}] contains NaN or infinity")
-        classes, y_idx = np.unique(y, return_inverse=True)
+        recordings, classes, y_idx, n_features = self._check_training_data(X, y)
         frames = []
         for c in range(classes.size):
             parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
@@ -495,7 +452,7 @@ class UBMClassifier(ParamsMixin):
                 f"the classes have {pooled.shape[0]} frame(s) in all, fewer than n_components={self.n_components}: "
                 f"add audio or lower n_components"
             )
-        ubm = DiagonalGMM(**self._ubm_params(), n_jobs=self.n_jobs, random_state=rng).fit(pooled)
+        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng).fit(pooled)
         del pooled
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
         gmms = []
@@ -503,16 +460,11 @@ class UBMClassifier(ParamsMixin):
             n, F, S, _ = map_statistics(f, w, mu, var)
             wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
                                       adapt=self.adapt, var_floor=float(self.reg_covar) or 1e-6)
-            g = _gmm_from_arrays(wc, muc, varc, self._ubm_params())
+            g = fitted_gmm(wc, muc, varc, n_features, self._gmm_params(), {"n_iter": 0}, "class")
             g.lower_bound_ = float(g.score(f))
             gmms.append(g)
-        self.classes_ = classes
-        self.n_features_in_ = widths.pop()
-        self.n_recordings_ = np.bincount(y_idx, minlength=classes.size)
-        self.n_frames_ = np.array([f.shape[0] for f in frames])
         self.ubm_ = ubm
-        self.gmms_ = gmms
-        self.class_prior_ = self._resolve_priors(self.n_recordings_)
+        self._set_fitted(classes, y_idx, n_features, gmms, [f.shape[0] for f in frames])
         self._prepare()
         return self
 
@@ -534,8 +486,7 @@ class UBMClassifier(ParamsMixin):
 
     # -- scoring -------------------------------------------------------------------------
     def _check_fitted(self):
-        if not hasattr(self, "gmms_"):
-            raise NotFittedError("this UBMClassifier is not fitted yet: call fit() first")
+        super()._check_fitted()
         if not hasattr(self, "_models"):
             self._prepare()
 
@@ -561,93 +512,18 @@ class UBMClassifier(ParamsMixin):
             out[a:a + _BLOCK] = _frame_llr(X[a:a + _BLOCK], self._ubm_arrays, self._models, self.top_c)
         return out
 
-    def score_recordings(self, X):
-        """Mean frame log-likelihood ratio (class vs UBM) of each recording for each class.
+    def _extra_arrays(self):
+        return {f"ubm_{name}": np.asarray(getattr(self.ubm_, f"{name}_"), dtype=np.float64)
+                for name in ("weights", "means", "variances")}
 
-        Parameters
-        ----------
-        X : sequence of ndarray (n_frames_i, n_features), or ndarray (n_samples, n_features)
+    def _restore_extra(self, state, arrays, gmm_params):
+        w, mu, var = (np.asarray(arrays[f"ubm_{name}"], dtype=np.float64) for name in ("weights", "means", "variances"))
+        self.ubm_ = fitted_gmm(w, mu, var, self.n_features_in_, gmm_params, state.get("ubm"), "UBM")
+        self._prepare()
 
-        Returns
-        -------
-        scores : ndarray of shape (n_recordings, n_classes)
-        """
-        self._check_fitted()
-        recordings, _ = _as_recordings(X)
-        for i, r in enumerate(recordings):
-            if r.shape[1] != self.n_features_in_:
-                raise ParameterError(f"X[{i}] has {r.shape[1]} features but the classifier was trained on "
-                                     f"{self.n_features_in_}")
-            if r.shape[0] == 0:
-                raise ParameterError(f"X[{i}] has no frame: a recording needs at least one frame to be scored")
-        return _mean_per_recording(recordings, self.score_frames, len(self.gmms_))
-
-    def decision_function(self, X):
-        """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label."""
-        return self.score_recordings(X) + np.log(self.class_prior_)
-
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`."""
-        return log_softmax(self.decision_function(X), axis=1)
-
-    def predict_proba(self, X):
-        """Class probabilities ``softmax(score + log prior)``, shape (n_recordings, n_classes)."""
-        return softmax(self.decision_function(X), axis=1)
-
-    def predict(self, X):
-        """The label of highest ``score + log prior`` for each recording."""
-        decision = self.decision_function(X)
-        return self.classes_[np.argmax(decision, axis=1)]
-
-    def score(self, X, y):
-        """Accuracy of :meth:`predict` on ``(X, y)``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
-
-def _gmm_from_arrays(weights, means, variances, params):
-    """A fitted-looking DiagonalGMM holding the given parameters."""
-    g = DiagonalGMM(**{**params, "n_components": int(np.shape(weights)[0])})
-    g.weights_ = np.asarray(weights, dtype=np.float64)
-    g.means_ = np.asarray(means, dtype=np.float64)
-    g.variances_ = np.asarray(variances, dtype=np.float64)
-    g.n_features_in_ = g.means_.shape[1]
-    g.converged_ = True
-    g.n_iter_ = 0
-    g.lower_bound_ = float("nan")
-    return g
-
-
-#: The classifiers ``method`` selects (:func:`make_classifier`, ``audiogmm train --method``).
-METHODS = ("per-class", "ubm")
-
-
-def make_classifier(method="per-class", *, n_components=8, relevance_factor=16.0, adapt="means", top_c=5,
-                    **params):
-    """A validated, unfitted classifier for ``method``.
-
-    Parameters
-    ----------
-    method : {"per-class", "ubm"}, default="per-class"
-        ``"per-class"``: :class:`~audiogmm.classifier.GMMClassifier` (one GMM per class by EM);
-        ``"ubm"``: :class:`UBMClassifier`.
-    n_components : int
-    relevance_factor, adapt, top_c
-        Used by ``"ubm"`` only.
-    **params
-        ``max_iter``, ``tol``, ``reg_covar``, ``n_init``, ``priors``, ``random_state``, ``n_jobs``.
-
-    Raises
-    ------
-    ParameterError
-        Unknown method or an invalid parameter.
-    """
-    from .classifier import GMMClassifier
-
-    if method == "per-class":
-        clf = GMMClassifier(n_components, **params)
-    elif method == "ubm":
-        clf = UBMClassifier(n_components, relevance_factor=relevance_factor, adapt=adapt, top_c=top_c, **params)
-    else:
-        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    clf._validate_params()
-    return clf
+    def to_arrays(self):
+        state, arrays = super().to_arrays()
+        u = self.ubm_
+        state["ubm"] = {"n_components": int(u.weights_.shape[0]), "converged": bool(u.converged_),
+                        "n_iter": int(u.n_iter_), "lower_bound": float(u.lower_bound_)}
+        return state, arrays

@@ -27,8 +27,7 @@ genre-midi 141 clips of 30 s, 6 genres; per genre its artists sorted by name, ar
 ========== ==================================================================================
 
 Every protocol is run with the *defaults a user gets* from the matching feature preset
-(``audiogmm.pipeline.TRAIN_PRESETS``): method, number of components, and the features of
-``FeatureConfig.preset``; the columns ``per-class`` and ``ubm`` show both methods with that
+(``audiogmm.recipes.get_recipe``): method, number of components and features; the columns ``per-class`` and ``ubm`` show both methods with that
 preset's other settings, and ``default`` is the one ``audiogmm train --preset P`` picks.
 With ``--cv`` the training part of each protocol is also scored by 5-fold cross-validation
 grouped like the protocol (speaker, contributor, track, artist): the numbers the settings were
@@ -58,7 +57,7 @@ from audiogmm import evaluation, pipeline  # noqa: E402
 from audiogmm.dataset import Recording  # noqa: E402
 from audiogmm.exceptions import ConvergenceWarning  # noqa: E402
 from audiogmm.features import FeatureConfig  # noqa: E402
-from audiogmm.ubm import make_classifier  # noqa: E402
+from audiogmm.recipes import get_recipe, make_classifier  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -67,7 +66,7 @@ BASELINE = {"speaker": 98.0, "digits": 84.6, "language": 31.3, "soundtrack": 71.
 TARGET = {"speaker": 99.7, "digits": 92.0, "language": 50.0, "soundtrack": 85.0, "genre-midi": 75.0}
 #: Components per class in the per-class column (the baseline's K).
 PER_CLASS_COMPONENTS = 32
-PRESET = {"speaker": "speech", "digits": "speech", "language": "language", "soundtrack": "music",
+PRESET = {"speaker": "speech", "digits": "speech", "language": "speech", "soundtrack": "music",
           "genre-midi": "music"}
 
 
@@ -187,8 +186,9 @@ def run(names, *, n_jobs, cache_dir, cv, overrides, quiet, methods=("per-class",
             print(f"skipping {name}: {DATA / corpus} is absent", file=sys.stderr)
             continue
         preset = PRESET[name]
-        config = FeatureConfig.preset(preset, **overrides.get("features", {}))
-        train = {**pipeline.TRAIN_PRESETS[preset], **overrides.get("train", {})}
+        recipe = get_recipe(preset)
+        config = FeatureConfig.from_dict({**recipe.features.to_dict(), **overrides.get("features", {})})
+        train = {**recipe.params, "method": recipe.method, **overrides.get("train", {})}
         rows, file_splits, groups, clip = make_rows()
         t0 = time.perf_counter()
         key = (corpus, config, clip)

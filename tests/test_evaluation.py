@@ -169,7 +169,7 @@ def test_cli_evaluate_protocol_errors(runner, tone_corpus, tmp_path):
     r = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "-k", "2", "-q"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["evaluate", str(model), str(tone_corpus / "test"), "--cv", "3"])
-    assert r.exit_code == 2 and "--cv only apply without a MODEL" in r.stderr
+    assert r.exit_code == 2 and "--cv applies only without a MODEL" in r.stderr
     r = runner.invoke(main, ["evaluate", str(tone_corpus / "train"), "--cv", "3", "--test", "x*"])
     assert r.exit_code == 2 and "alternatives" in r.stderr
     r = runner.invoke(main, ["evaluate", str(tone_corpus / "train"), "--group-by", "nomatch", "-q"])

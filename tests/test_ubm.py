@@ -11,7 +11,8 @@ from audiogmm.exceptions import ModelFileError, NotFittedError, ParameterError
 from audiogmm.features import FeatureConfig
 from audiogmm.gmm import score_samples_many
 from audiogmm.persistence import TrainedModel, load_model, save_model
-from audiogmm.ubm import UBMClassifier, balanced_frames, make_classifier, map_adapt, map_statistics
+from audiogmm.recipes import make_classifier
+from audiogmm.ubm import UBMClassifier, balanced_frames, map_adapt, map_statistics
 
 
 # -- MAP adaptation by hand --------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""Recipes: the registry of methods and presets, one object for the CLI and the Python API.
+
+A :class:`Recipe` is everything that decides what a trained model is, apart from the data and
+the seed: the features (a :class:`~audiogmm.features.FeatureConfig`), the method
+(``"per-class"`` or ``"ubm"``) and the classifier's parameters. A *preset* is a named recipe,
+features **and** classifier together, so ``audiogmm train --preset speech`` and
+``audiogmm.train(DATA, preset="speech")`` build the same model.
+
+:data:`METHODS` maps a method name to its classifier class; the model file
+(:mod:`audiogmm.persistence`) reads and writes any of them through it, with no
+``isinstance``.
+
+Examples
+--------
+>>> r = get_recipe("music", n_components=16)
+>>> r.method, r.params["n_components"], r.features.n_mels
+('per-class', 16, 128)
+>>> get_recipe().method
+'per-class'
+"""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .classifier import GMMClassifier
+from .exceptions import ParameterError
+from .features import FeatureConfig
+from .ubm import UBMClassifier
+
+__all__ = ["Recipe", "METHODS", "PRESETS", "DEFAULT_PARAMS", "get_recipe", "make_classifier"]
+
+#: The classifier class of each method name (``--method``, the model file's ``method``).
+METHODS = MappingProxyType({cls.method: cls for cls in (GMMClassifier, UBMClassifier)})
+
+#: Classifier parameters of a recipe when neither the preset nor the caller sets them
+#: (``random_state`` and ``n_jobs`` belong to the run, not to the recipe).
+DEFAULT_PARAMS = MappingProxyType({
+    "n_components": 8, "max_iter": 100, "tol": 1e-3, "reg_covar": 1e-3, "n_init": 1, "priors": "uniform",
+    "relevance_factor": 16.0, "top_c": 5, "adapt": "means",
+})
+
+#: Parameters only the ``"ubm"`` method takes.
+_UBM_ONLY = ("relevance_factor", "top_c", "adapt")
+
+#: The presets: ``(feature preset, method, classifier parameters)``. Measured with
+#: ``bench/accuracy.py`` (README, "Accuracy"): for speech, a UBM of 128 components with
+#: means+weights adaptation beat per-class K=32 on every speech protocol; for music, per-class
+#: K=32 matched or beat the UBM on soundtrack and genre-midi.
+PRESETS = MappingProxyType({
+    "speech": ("speech", "ubm", {"n_components": 128, "relevance_factor": 16.0, "adapt": "means,weights"}),
+    "music": ("music", "per-class", {"n_components": 32}),
+})
+
+#: What each preset is, for ``--help`` and error messages.
+PRESET_HELP = MappingProxyType({
+    "speech": "speech (speaker ID, spoken language, words): 16 kHz MFCC + deltas, UBM of 128 components "
+              "with means+weights MAP adaptation",
+    "music": "music (genre, soundtracks): 16 kHz, 128 mel bands from 0 Hz, one GMM of 32 components per class",
+})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Features + method + classifier parameters: what to train, without the data.
+
+    Parameters
+    ----------
+    features : FeatureConfig
+    method : {"per-class", "ubm"}
+    params : mapping
+        Classifier parameters (see :data:`DEFAULT_PARAMS`); ubm-only ones are ignored by
+        ``"per-class"``.
+    name : str or None
+        The preset it came from.
+    """
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    method: str = "per-class"
+    params: dict = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    name: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.features, FeatureConfig):
+            raise ParameterError(f"features must be a FeatureConfig, got {type(self.features).__name__}")
+        if self.method not in METHODS:
+            raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        unknown = sorted(set(self.params) - set(DEFAULT_PARAMS))
+        if unknown:
+            raise ParameterError(f"unknown recipe parameter(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(DEFAULT_PARAMS)}")
+        object.__setattr__(self, "params", MappingProxyType({**DEFAULT_PARAMS, **self.params}))
+
+    def classifier_params(self):
+        """The keyword arguments of this recipe's classifier class (without the run's seed and jobs)."""
+        params = dict(self.params)
+        if params["top_c"] == 0:  # the command line's "0: all components"
+            params["top_c"] = None
+        if self.method != "ubm":
+            for name in _UBM_ONLY:
+                params.pop(name)
+        return params
+
+    def make_classifier(self, *, random_state=None, n_jobs=None):
+        """A validated, unfitted classifier of this recipe."""
+        clf = METHODS[self.method](**self.classifier_params(), random_state=random_state, n_jobs=n_jobs)
+        clf._validate_params()
+        return clf
+
+    def replace(self, *, features=None, method=None, **params):
+        """A copy with some fields changed (None keeps a field)."""
+        return Recipe(features=self.features if features is None else features,
+                      method=self.method if method is None else method,
+                      params={**self.params, **{k: v for k, v in params.items() if v is not None}},
+                      name=self.name)
+
+    def to_dict(self):
+        """JSON-safe description (what a model's training summary records)."""
+        return {"preset": self.name, "method": self.method, "params": dict(self.params),
+                "features": self.features.to_dict()}
+
+
+def get_recipe(preset=None, *, features=None, method=None, **params):
+    """The recipe of ``preset`` (None: the defaults) with explicit choices over it.
+
+    Parameters
+    ----------
+    preset : {"speech", "music"} or None
+    features : FeatureConfig, optional
+        Replaces the preset's features whole.
+    method : {"per-class", "ubm"}, optional
+    **params
+        Classifier parameters (:data:`DEFAULT_PARAMS`); None leaves the preset's value.
+
+    Raises
+    ------
+    ParameterError
+        Unknown preset, method or parameter, or an invalid value.
+    """
+    if preset is None:
+        base = Recipe()
+    elif preset == "language":
+        raise ParameterError("preset 'language' was the same recipe as 'speech' and was removed: use "
+                             "--preset speech (preset='speech')")
+    elif preset not in PRESETS:
+        raise ParameterError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    else:
+        feature_preset, preset_method, preset_params = PRESETS[preset]
+        base = Recipe(FeatureConfig.preset(feature_preset), preset_method, dict(preset_params), preset)
+    return base.replace(features=features, method=method, **params)
+
+
+def make_classifier(method="per-class", *, random_state=None, n_jobs=None, **params):
+    """A validated, unfitted classifier for ``method`` with recipe parameters ``params``.
+
+    Raises
+    ------
+    ParameterError
+        Unknown method or an invalid parameter.
+    """
+    return get_recipe(method=method, **params).make_classifier(random_state=random_state, n_jobs=n_jobs)
