@@ -4,7 +4,7 @@ The public API is imported lazily, so ``import audiogmm.gmm`` (the NumPy engine)
 pull in librosa or click::
 
     import audiogmm
-    model = audiogmm.train("SONGS/", feature_config=audiogmm.FeatureConfig.preset("music"))
+    model = audiogmm.train("SONGS/", preset="music")   # the same recipe as `train --preset music`
     model.save("genres.agmm")
     predictions, _ = audiogmm.predict(audiogmm.load_model("genres.agmm"), ["song.ogg"])
 """
@@ -16,6 +16,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DiagonalGMM": "gmm",
     "GMMClassifier": "classifier",
+    "UBMClassifier": "ubm",
+    "Recipe": "recipes",
+    "get_recipe": "recipes",
+    "make_classifier": "recipes",
     "FeatureConfig": "features",
     "extract": "features",
     "extract_file": "features",
@@ -27,6 +31,9 @@ _EXPORTS = {
     "evaluate": "pipeline",
     "extract_features": "pipeline",
     "predict_segments": "pipeline",
+    "cross_validate": "pipeline",
+    "sort_library": "pipeline",
+    "cache_features": "pipeline",
     "FeatureCache": "cache",
     "discover": "dataset",
     "AudiogmmError": "exceptions",
@@ -35,6 +42,8 @@ _EXPORTS = {
     "TrainingError": "exceptions",
     "ModelFileError": "exceptions",
     "NotFittedError": "exceptions",
+    "ConvergenceWarning": "exceptions",
+    "AudioSkippedWarning": "exceptions",
 }
 
 __all__ = ["__version__", *_EXPORTS]
