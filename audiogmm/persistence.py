@@ -63,6 +63,7 @@ import os
 import re
 import stat
 import struct
+import tokenize
 import unicodedata
 import zipfile
 import zlib
@@ -293,10 +294,11 @@ def _open_regular(path):
 #: Member names (without ``.npy``) a model file may hold; indices are checked against the metadata.
 _MEMBER_NAME = re.compile(r"(metadata|(weights|means|variances)_(0|[1-9][0-9]{0,8})|ubm_(weights|means|variances)"
                           rf"|{EXTRA_PREFIX}[A-Za-z0-9_]{{1,64}})\.npy")
-#: What reading a damaged archive can raise (zipfile, zlib and numpy's header parser).
+#: What reading a damaged archive can raise (zipfile, zlib and numpy's header parser, whose
+#: fallback tokenizer raises TokenError on an unbalanced header).
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, TypeError,
                 SyntaxError, RecursionError, OverflowError, NotImplementedError, RuntimeError, struct.error,
-                KeyError, IndexError, MemoryError)
+                KeyError, IndexError, MemoryError, tokenize.TokenError)
 
 
 def _members(zf, path):
@@ -710,7 +712,7 @@ def _check_mixture(w, mu, var, where, path):
         raise _bad(path, f"{where}: means must be finite and at most {MAX_ABS_MEAN:g} in size")
     lo, hi = VARIANCE_RANGE
     if not np.all((var >= lo) & (var <= hi)):  # also False for NaN
-        bad = var[~((var >= lo) & (var <= hi))][0]
+        bad = float(var[~((var >= lo) & (var <= hi))][0])
         raise _bad(path, f"{where}: variances must be > 0, finite and within [{lo:g}, {hi:g}], got {bad!r}")
     if not np.all(w >= 0) or not np.all(np.isfinite(w)):
         raise _bad(path, f"{where}: weights must be finite and >= 0")
