@@ -103,6 +103,16 @@ def _refused(path, match):
     return str(info.value)
 
 
+def _peak_while_refused(path, match):
+    """Peak bytes Python allocates while ``load_model(path)`` is refused with ``match``."""
+    tracemalloc.start()
+    try:
+        _refused(path, match)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture
 def per_class(valid_files):
     return _contents(valid_files["per-class"])
@@ -138,13 +148,7 @@ def test_a_file_over_the_size_cap_is_refused_before_reading(tmp_path):
     path = tmp_path / "huge.agmm"
     with open(path, "wb") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
-    tracemalloc.start()
-    try:
-        _refused(path, f"more than a model file may \\({MAX_FILE_BYTES}\\)")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    assert _peak_while_refused(path, f"more than a model file may \\({MAX_FILE_BYTES}\\)") < 1 << 20
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x05\x06" + b"\0" * 18, b"garbage" * 100, b"PK\x03\x04" * 50])
@@ -206,13 +210,8 @@ def test_a_real_zip_bomb_is_refused_without_inflating(tmp_path, per_class):
         for _ in range(256):  # 256 MiB of zeros, about 250 KB deflated
             fh.write(block)
     assert path.stat().st_size < 2 << 20
-    tracemalloc.start()
-    try:
-        _refused(path, r"member 'means_0.npy' declares 268435584 bytes uncompressed, more than its metadata")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 << 20
+    assert _peak_while_refused(path, "member 'means_0.npy' declares 268435584 bytes uncompressed, more than its "
+                                     "metadata") < 4 << 20
 
 
 @pytest.mark.parametrize("size", [2**31, 2**32 - 1])
@@ -472,13 +471,6 @@ FIELD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("edit, match", FIELD_CASES)
-def test_metadata_fields(tmp_path, per_class, edit, match):
-    meta, arrays = per_class
-    edit(meta)
-    _refused(_write(tmp_path / "m.agmm", meta, arrays), match)
-
-
 UBM_FIELD_CASES = [
     (_sub("classifier", "n_components", 5), "'ubm.n_components' is 4, but 'classifier.n_components' is 5"),
     (lambda m: (m.pop("ubm"), m["classifier"].update(n_components=5)),
@@ -493,13 +485,6 @@ UBM_FIELD_CASES = [
     (_set("method", "per-class"), "unknown parameter"),
     (_gmm(2, "n_components", 3), r"'gmms\[2\].n_components' is 3"),
 ]
-
-
-@pytest.mark.parametrize("edit, match", UBM_FIELD_CASES)
-def test_ubm_metadata_fields(tmp_path, ubm, edit, match):
-    meta, arrays = ubm
-    edit(meta)
-    _refused(_write(tmp_path / "m.agmm", meta, arrays), match)
 
 
 # -- 5. arrays ----------------------------------------------------------------------------------------
@@ -541,13 +526,6 @@ ARRAY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("edit, match", ARRAY_CASES)
-def test_arrays(tmp_path, per_class, edit, match):
-    meta, arrays = per_class
-    edit(arrays)
-    _refused(_write(tmp_path / "m.agmm", meta, arrays), match)
-
-
 UBM_ARRAY_CASES = [
     (_arr("ubm_variances", _put((0, 0), np.inf)), "the UBM: variances must be > 0"),
     (_arr("ubm_means", _put((0, 0), np.nan)), "the UBM: means must be finite"),
@@ -557,10 +535,15 @@ UBM_ARRAY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("edit, match", UBM_ARRAY_CASES)
-def test_ubm_arrays(tmp_path, ubm, edit, match):
-    meta, arrays = ubm
-    edit(arrays)
+CONTENT_CASES = ([("per-class", "metadata", *c) for c in FIELD_CASES] + [("ubm", "metadata", *c) for c in UBM_FIELD_CASES]
+                 + [("per-class", "arrays", *c) for c in ARRAY_CASES] + [("ubm", "arrays", *c) for c in UBM_ARRAY_CASES])
+
+
+@pytest.mark.parametrize("method, part, edit, match", CONTENT_CASES)
+def test_metadata_fields_and_arrays(tmp_path, valid_files, method, part, edit, match):
+    """Sections 4 and 5: each field or array out of type, range or agreement, refused by name."""
+    meta, arrays = _contents(valid_files[method])
+    edit(meta if part == "metadata" else arrays)
     _refused(_write(tmp_path / "m.agmm", meta, arrays), match)
 
 
@@ -640,14 +623,7 @@ def test_declared_huge_arrays_allocate_nothing(tmp_path, per_class, member, raw)
             data = raw if name == member else (_npy(np.frombuffer(value, np.uint8)) if name == "metadata"
                                                 else _npy(value))
             zf.writestr(f"{name}.npy", data)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelFileError, match=member):
-            load_model(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 << 20
+    assert _peak_while_refused(path, member) < 4 << 20
 
 
 # -- 7. property tests: random mutations load as a usable model or fail with a ModelFileError ---------
