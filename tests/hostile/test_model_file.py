@@ -628,7 +628,7 @@ def test_declared_huge_arrays_allocate_nothing(tmp_path, per_class, member, raw)
 
 # -- 7. property tests: random mutations load as a usable model or fail with a ModelFileError ---------
 
-PROPERTY = settings(max_examples=150, deadline=None,
+PROPERTY = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                            HealthCheck.data_too_large])
 
@@ -746,11 +746,11 @@ def test_property_array_mutations(valid_files, scratch, method, data):
     if kind == "element":
         a.flat[data.draw(st.integers(0, a.size - 1))] = data.draw(_FLOAT)
     elif kind == "scale":
-        a = a * data.draw(_FLOAT)
+        with np.errstate(all="ignore"):  # inf and nan are what this mutation is after
+            a = a * data.draw(_FLOAT)
     elif kind == "reshape":
         a = a.reshape(-1) if a.ndim == 2 else a.reshape(1, -1)
     else:
         a = a[: data.draw(st.integers(0, max(0, a.shape[0] - 1)))]
     arrays[name] = a
-    with np.errstate(all="ignore"):
-        _outcome(_write(scratch / "arr.agmm", meta, arrays))
+    _outcome(_write(scratch / "arr.agmm", meta, arrays))
