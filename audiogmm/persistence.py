@@ -503,7 +503,8 @@ def _parse_metadata(raw, path):
         raise _bad(path, "its metadata does not describe an audiogmm model")
     if isinstance(meta.get("training"), (dict, list)):  # free-form, only shown: unusable numbers become null
         meta["training"] = _replace_refused(meta["training"])
-    for info in [*(meta.get("gmms") or []), meta.get("ubm")] if isinstance(meta.get("gmms"), list) else []:
+    mixtures = meta["gmms"] if isinstance(meta.get("gmms"), list) else []
+    for info in [*mixtures, meta.get("ubm")]:
         if isinstance(info, dict) and isinstance(info.get("lower_bound"), _Refused):
             info["lower_bound"] = None  # older files wrote NaN for a mixture without an EM bound
     where = _find_refused(meta, "")
@@ -586,6 +587,13 @@ def _check_feature_config(d, path):
         raise _bad(path, f"metadata field 'feature_config' is invalid: {exc}") from None
 
 
+def _is_float_dtype_name(value):
+    try:
+        return isinstance(value, str) and np.dtype(value) in (np.dtype(np.float32), np.dtype(np.float64))
+    except TypeError:
+        return False
+
+
 def _check_classifier(params, method, n_classes, path):
     cls = METHODS[method]
     if not isinstance(params, dict):
@@ -598,6 +606,11 @@ def _check_classifier(params, method, n_classes, path):
     if isinstance(priors, list) and (len(priors) != n_classes or not all(_is_real(p) and p > 0 for p in priors)):
         raise _bad(path, f"metadata field 'classifier.priors' must be {n_classes} finite numbers > 0, "
                          f"got {_show(priors)}")
+    if "dtype" in params and not _is_float_dtype_name(params["dtype"]):
+        # Checked here too: the classifier's own check lets a value numpy cannot read through
+        # (np.dtype(None) is float64, so None compares equal to it).
+        raise _bad(path, f"metadata field 'classifier.dtype' must be 'float32' or 'float64', "
+                         f"got {_show(params['dtype'])}")
     try:
         clf = cls(**params)
         clf._validate_params()

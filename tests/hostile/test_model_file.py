@@ -430,7 +430,10 @@ FIELD_CASES = [
     (_sub("classifier", "evil", 1), "unknown parameter.*'evil'"),
     (_sub("classifier", "tol", "x"), "'classifier' is invalid"),
     (_sub("classifier", "n_components", 0), "'classifier' is invalid: n_components"),
-    (_sub("classifier", "dtype", "int8"), "dtype must be"),
+    (_sub("classifier", "dtype", "int8"), "'classifier.dtype' must be 'float32' or 'float64', got 'int8'"),
+    (_sub("classifier", "dtype", False), "'classifier.dtype' must be"),  # found by the property test
+    (_sub("classifier", "dtype", "garbage"), "'classifier.dtype' must be"),
+    (_sub("classifier", "dtype", None), "'classifier.dtype' must be"),
     (_sub("classifier", "priors", "mystery"), "priors must be"),
     (_sub("classifier", "priors", [0.5, 0.5]), r"'classifier.priors' must be 3 finite numbers > 0"),
     (_sub("classifier", "priors", [1, -1, 1]), "'classifier.priors'"),
