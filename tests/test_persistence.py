@@ -115,7 +115,7 @@ def test_newer_version_and_inconsistent_content(tmp_path, model):
         load_model(path)
     path = save_model(model, tmp_path / "m.agmm")
     _rewrite(path, lambda m, a: a.pop("means_2"))
-    with pytest.raises(ModelFileError, match="inconsistent"):
+    with pytest.raises(ModelFileError, match="member 'means_2.npy' is missing"):
         load_model(path)
 
 
@@ -133,3 +133,15 @@ def test_presets_round_trip_through_the_model_file(tmp_path, rng, name):
     loaded = load_model(path).feature_config
     assert loaded == config and loaded.to_dict() == config.to_dict()
     assert (loaded.sdc, loaded.vad, loaded.n_features) == (config.sdc, config.vad, d)
+
+
+def test_metadata_is_strict_json_and_a_missing_bound_is_null(tmp_path, model):
+    model.classifier.gmms_[0].lower_bound_ = float("nan")
+    model.summary["secs"] = float("inf")
+    path = save_model(model, tmp_path / "m.agmm")
+    with np.load(path, allow_pickle=False) as npz:
+        text = npz["metadata"].tobytes().decode()
+    meta = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert meta["gmms"][0]["lower_bound"] is None and meta["training"]["secs"] is None
+    loaded = load_model(path)
+    assert np.isnan(loaded.classifier.gmms_[0].lower_bound_) and loaded.summary["secs"] is None
