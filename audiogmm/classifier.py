@@ -511,7 +511,7 @@ class GMMClassifier(BaseGMMClassifier):
     def _auto(self):
         return isinstance(self.n_components, str) and self.n_components == "auto"
 
-    def _validate_params(self):
+    def validate_params(self):
         k = self.n_components
         if not self._auto() and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
             raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by BIC")
@@ -541,7 +541,7 @@ class GMMClassifier(BaseGMMClassifier):
         TrainingError
             A class has fewer frames than ``n_components``.
         """
-        self._validate_params()
+        self.validate_params()
         recordings, classes, y_idx, n_features = self._check_training_data(X, y)
         auto = self._auto()
         frames = []

@@ -72,19 +72,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import GMMClassifier
 from .exceptions import ModelFileError, ParameterError
 from ._files import write_atomically
 from .features import FeatureConfig
-from .gmm import DiagonalGMM
-from .ubm import UBMClassifier
+from .recipes import METHODS
 
 __all__ = ["TrainedModel", "save_model", "load_model", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "audiogmm-model"
 FORMAT_VERSION = 1
-#: The classifier of each ``method`` recorded in a model file.
-METHODS = {"per-class": GMMClassifier, "ubm": UBMClassifier}
 
 #: Largest model file :func:`load_model` opens (checked before reading).
 MAX_FILE_BYTES = 2 * 1024**3
@@ -117,7 +113,8 @@ class TrainedModel:
 
     Attributes
     ----------
-    classifier : GMMClassifier
+    classifier : BaseGMMClassifier
+        A fitted classifier of one of :data:`audiogmm.recipes.METHODS`.
         Fitted; its ``classes_`` are strings.
     feature_config : FeatureConfig
         The features every recording must be turned into before scoring.
@@ -127,7 +124,7 @@ class TrainedModel:
         For a loaded model, the file's metadata (format and audiogmm versions, creation time).
     """
 
-    classifier: GMMClassifier
+    classifier: "BaseGMMClassifier"  # noqa: F821 (audiogmm.classifier; any method of audiogmm.recipes.METHODS)
     feature_config: FeatureConfig
     summary: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
@@ -143,9 +140,12 @@ class TrainedModel:
 
 
 def _version():
-    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("audiogmm")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _json_safe_params(clf):
@@ -194,46 +194,26 @@ def save_model(model, path):
     clf = model.classifier
     if not hasattr(clf, "gmms_"):
         raise ModelFileError("cannot save an unfitted classifier: train it first")
+    state, members = clf.to_arrays()
+    for info in state["gmms"] + ([state["ubm"]] if "ubm" in state else []):
+        info["lower_bound"] = _finite_or_none(info["lower_bound"])
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "audiogmm_version": _version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "classes": [str(c) for c in clf.classes_],
         "feature_config": model.feature_config.to_dict(),
-        "method": "ubm" if isinstance(clf, UBMClassifier) else "per-class",
+        "method": clf.method,
         "classifier": _json_safe_params(clf),
-        "class_prior": clf.class_prior_.tolist(),
-        "n_recordings": [int(n) for n in clf.n_recordings_],
-        "n_frames": [int(n) for n in clf.n_frames_],
-        "n_features": int(clf.n_features_in_),
-        "gmms": [
-            {
-                "n_components": int(g.weights_.shape[0]),
-                "converged": bool(g.converged_),
-                "n_iter": int(g.n_iter_),
-                "lower_bound": _finite_or_none(g.lower_bound_),
-            }
-            for g in clf.gmms_
-        ],
+        **state,
         "training": _finite_json(model.summary),
     }
-    if isinstance(clf, UBMClassifier):
-        u = clf.ubm_
-        meta["ubm"] = {"n_components": int(u.weights_.shape[0]), "converged": bool(u.converged_),
-                       "n_iter": int(u.n_iter_), "lower_bound": _finite_or_none(u.lower_bound_)}
     why = _check_class_names(meta["classes"])
     if why:
         raise ModelFileError(f"cannot save model {str(path)!r}: {why}; rename the class (its label) and train again")
     # NaN/Infinity are not JSON (and load_model refuses them): written as null instead.
     arrays = {"metadata": np.frombuffer(json.dumps(meta, indent=1, allow_nan=False).encode("utf-8"), dtype=np.uint8)}
-    for i, g in enumerate(clf.gmms_):
-        arrays[f"weights_{i}"] = np.asarray(g.weights_, dtype=np.float64)
-        arrays[f"means_{i}"] = np.asarray(g.means_, dtype=np.float64)
-        arrays[f"variances_{i}"] = np.asarray(g.variances_, dtype=np.float64)
-    if isinstance(clf, UBMClassifier):
-        for name in ("weights", "means", "variances"):
-            arrays[f"ubm_{name}"] = np.asarray(getattr(clf.ubm_, f"{name}_"), dtype=np.float64)
+    arrays.update(members)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelFileError(f"cannot write model {str(path)!r}: folder {str(folder)!r} does not exist")
@@ -613,7 +593,7 @@ def _check_classifier(params, method, n_classes, path):
                          f"got {_show(params['dtype'])}")
     try:
         clf = cls(**params)
-        clf._validate_params()
+        clf.validate_params()
     except (ParameterError, TypeError) as exc:
         raise _bad(path, f"metadata field 'classifier' is invalid: {exc}") from None
     return clf
@@ -786,68 +766,15 @@ def load_model(path):
         raise _bad(path, f"its content is inconsistent ({exc})") from None
 
 
-def _float_or_nan(value):
-    return float("nan") if value is None else float(value)
-
-
 def _rebuild(meta, arrays):
+    """The TrainedModel of checked metadata and arrays, through the method's ``from_arrays``."""
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes:
         raise ValueError("no classes")
     feature_config = FeatureConfig.from_dict(meta["feature_config"])
-    params = dict(meta["classifier"])
-    method = meta.get("method", "per-class")
-    clf = METHODS[method](**params)
-    gmm_params = dict(n_components=clf.n_components, tol=clf.tol, reg_covar=clf.reg_covar, max_iter=clf.max_iter,
-                      n_init=clf.n_init, init_params=clf.init_params, dtype=clf.dtype)
-    n_features = int(meta["n_features"])
-    gmms = []
-    for i, info in enumerate(meta["gmms"]):
-        w, mu, var = (np.asarray(arrays[f"{name}_{i}"], dtype=np.float64) for name in ("weights", "means", "variances"))
-        k = w.shape[0] if w.ndim == 1 else -1
-        if w.ndim != 1 or mu.shape != (k, n_features) or var.shape != (k, n_features):
-            raise ValueError(f"class {i}: arrays of shapes {w.shape}, {mu.shape}, {var.shape} do not fit together")
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mu)) and np.all(np.isfinite(var))):
-            raise ValueError(f"class {i}: non-finite parameters")
-        if np.any(var <= 0) or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
-            raise ValueError(f"class {i}: variances must be > 0 and weights sum to 1")
-        g = DiagonalGMM(**{**gmm_params, "n_components": k})
-        g.weights_, g.means_, g.variances_ = w, mu, var
-        g.n_features_in_ = n_features
-        g.converged_ = bool(info["converged"])
-        g.n_iter_ = int(info["n_iter"])
-        g.lower_bound_ = _float_or_nan(info["lower_bound"])
-        gmms.append(g)
-    if len(gmms) != len(classes):
-        raise ValueError(f"{len(classes)} classes but {len(gmms)} mixtures")
-    if feature_config.n_features != n_features:
-        raise ValueError(f"feature config gives {feature_config.n_features} features, mixtures have {n_features}")
-    clf.classes_ = np.array(classes, dtype=object).astype(str)
-    clf.gmms_ = gmms
-    clf.n_features_in_ = n_features
-    clf.class_prior_ = np.asarray(meta["class_prior"], dtype=np.float64)
-    clf.n_recordings_ = np.asarray(meta["n_recordings"], dtype=np.int64)
-    clf.n_frames_ = np.asarray(meta["n_frames"], dtype=np.int64)
-    if method == "per-class":  # each class's own K (they differ with n_components="auto")
-        clf.n_components_ = np.array([g.weights_.shape[0] for g in gmms])
-        clf.n_iter_ = np.array([g.n_iter_ for g in gmms])
-        clf.bic_ = None
-    if clf.class_prior_.shape != (len(classes),):
-        raise ValueError("class_prior does not match the classes")
-    if method == "ubm":
-        w, mu, var = (np.asarray(arrays[f"ubm_{name}"], dtype=np.float64) for name in ("weights", "means", "variances"))
-        if w.ndim != 1 or mu.shape != (w.shape[0], n_features) or var.shape != mu.shape:
-            raise ValueError(f"UBM arrays of shapes {w.shape}, {mu.shape}, {var.shape} do not fit together")
-        if not (np.all(np.isfinite(mu)) and np.all(var > 0) and np.isclose(w.sum(), 1.0, atol=1e-6)):
-            raise ValueError("UBM: non-finite means, variances <= 0 or weights not summing to 1")
-        ubm = DiagonalGMM(**{**gmm_params, "n_components": w.shape[0]})
-        ubm.weights_, ubm.means_, ubm.variances_ = w, mu, var
-        ubm.n_features_in_ = n_features
-        info = meta.get("ubm") or {}
-        ubm.converged_ = bool(info.get("converged", True))
-        ubm.n_iter_ = int(info.get("n_iter", 0))
-        ubm.lower_bound_ = _float_or_nan(info.get("lower_bound"))
-        clf.ubm_ = ubm
-        clf._prepare()
+    if feature_config.n_features != int(meta["n_features"]):
+        raise ValueError(f"feature config gives {feature_config.n_features} features, mixtures have "
+                         f"{meta['n_features']}")
+    clf = METHODS[meta.get("method", "per-class")].from_arrays(dict(meta["classifier"]), meta, arrays)
     meta_only = {k: meta[k] for k in ("format", "format_version", "audiogmm_version", "created") if k in meta}
     return TrainedModel(clf, feature_config, dict(meta.get("training") or {}), meta_only)

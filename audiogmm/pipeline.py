@@ -295,7 +295,7 @@ def _resolve_recipe(recipe, preset, feature_config, params):
     if isinstance(recipe, BaseGMMClassifier):
         if preset is not None or params:
             raise ParameterError("give either an estimator as recipe or preset/parameters, not both")
-        recipe._validate_params()
+        recipe.validate_params()
         r = _recipes.Recipe(feature_config or FeatureConfig(), recipe.method,
                             {k: v for k, v in recipe.get_params().items() if k in _recipes.DEFAULT_PARAMS})
         return r, recipe

@@ -103,7 +103,7 @@ class Recipe:
     def make_classifier(self, *, random_state=None, n_jobs=None):
         """A validated, unfitted classifier of this recipe."""
         clf = METHODS[self.method](**self.classifier_params(), random_state=random_state, n_jobs=n_jobs)
-        clf._validate_params()
+        clf.validate_params()
         return clf
 
     def replace(self, *, features=None, method=None, **params):

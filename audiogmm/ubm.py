@@ -403,7 +403,7 @@ class UBMClassifier(BaseGMMClassifier):
         self.n_jobs = n_jobs
 
     # -- validation ----------------------------------------------------------------------
-    def _validate_params(self):
+    def validate_params(self):
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ParameterError(f"n_components must be an int >= 1, got {k!r}")
@@ -438,7 +438,7 @@ class UBMClassifier(BaseGMMClassifier):
         TrainingError
             Fewer pooled frames than ``n_components``.
         """
-        self._validate_params()
+        self.validate_params()
         recordings, classes, y_idx, n_features = self._check_training_data(X, y)
         frames = []
         for c in range(classes.size):

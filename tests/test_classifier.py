@@ -229,7 +229,7 @@ def test_n_jobs_one_rule_for_engine_classifier_and_pipeline(n_jobs, expected):
 
     assert _n_threads(n_jobs) == expected
     assert pipeline._check_jobs(n_jobs) == expected
-    GMMClassifier(n_components=1, n_jobs=n_jobs)._validate_params()  # accepted
+    GMMClassifier(n_components=1, n_jobs=n_jobs).validate_params()  # accepted
 
 
 @pytest.mark.parametrize("bad", [0, 1.5, True, "2"])
@@ -237,8 +237,8 @@ def test_n_jobs_rejected_alike_everywhere(bad):
     from audiogmm import pipeline
     from audiogmm.ubm import UBMClassifier
 
-    for check in (lambda: GMMClassifier(n_components=1, n_jobs=bad)._validate_params(),
-                  lambda: UBMClassifier(n_components=1, n_jobs=bad)._validate_params(),
+    for check in (lambda: GMMClassifier(n_components=1, n_jobs=bad).validate_params(),
+                  lambda: UBMClassifier(n_components=1, n_jobs=bad).validate_params(),
                   lambda: pipeline._check_jobs(bad)):
         with pytest.raises(ParameterError, match="jobs must be None or a non-zero int"):
             check()
