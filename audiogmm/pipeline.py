@@ -985,8 +985,18 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     entries : list of SortEntry
     report_path : Path or None
         None for a dry run.
+
+    Raises
+    ------
+    ParameterError
+        A bad option, or ``into`` is ``music_dir`` or inside it.
+    SortError
+        Before any work: a label folder would be or contain ``music_dir``, a label is not a safe
+        folder name, the destination is not writable, its journal holds a bad line, or (move) a
+        source could not be removed. During the run: the destination is full or over quota
+        (nothing half-written is left; the same call resumes).
     """
-    from .sorting import Sorter, check_locations
+    from .sorting import Sorter, check_labels, check_locations, check_removable
 
     min_confidence = _check_confidence(min_confidence)
     excerpts = _check_excerpts(excerpts)
@@ -994,22 +1004,28 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     music_dir, into = Path(music_dir), Path(into)
     if not music_dir.is_dir():
         raise ParameterError(f"MUSIC_DIR {str(music_dir)!r} is not a folder")
-    check_locations(music_dir, into)
+    labels = check_labels(dict.fromkeys([*model.classes, "unknown"]))
+    check_locations(music_dir, into, labels)
     sorter = Sorter(music_dir, into, mode=mode, dry_run=dry_run)
-    sorter.start()  # refuses an unwritable destination before any work
-    audio, other = _dataset.find_audio([music_dir], with_other=True)
-    preds = _predict_paths(model, audio, n_jobs, progress, "classifying", cache_dir, excerpts)
-    preds = _apply_confidence(preds, min_confidence)
-    if progress:
-        progress("sorting", 0, len(preds))
-    for i, p in enumerate(preds):
-        if p.error is not None:
-            sorter.apply(p.path, "unreadable", note=p.error)
-        else:
-            sorter.apply(p.path, p.label, p.confidence)
+    try:
+        sorter.start()  # refuses an unwritable destination or a bad journal before any work
+        audio, other = _dataset.find_audio([music_dir], with_other=True)
+        if mode == "move":
+            check_removable(audio)  # before anything is placed, not after the first file
+        preds = _predict_paths(model, audio, n_jobs, progress, "classifying", cache_dir, excerpts)
+        preds = _apply_confidence(preds, min_confidence)
         if progress:
-            progress("sorting", i + 1, len(preds))
-    for f in other:
-        sorter.apply(f, "not-audio")
-    entries = sorter.finish(report)
+            progress("sorting", 0, len(preds))
+        for i, p in enumerate(preds):
+            if p.error is not None:
+                sorter.apply(p.path, "unreadable", note=p.error)
+            else:
+                sorter.apply(p.path, p.label, p.confidence)
+            if progress:
+                progress("sorting", i + 1, len(preds))
+        for f in other:
+            sorter.apply(f, "not-audio")
+        entries = sorter.finish(report)
+    finally:
+        sorter.close()
     return entries, sorter.report_path

@@ -13,8 +13,9 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from audiogmm import pipeline, sorting
+from audiogmm._files import check_class_names
 from audiogmm.cli import main
-from audiogmm.exceptions import ParameterError
+from audiogmm.exceptions import AudioSkippedWarning, ParameterError
 from audiogmm.features import FeatureConfig
 
 from conftest import synth_tone
@@ -196,7 +197,8 @@ def test_move_across_filesystems_copies_verifies_then_deletes(model_path, tmp_pa
 
     monkeypatch.setattr(sorting.os, "link", no_cross_device_link)
     into = tmp_path / "out"
-    entries, _ = pipeline.sort_library(pipeline_model(model_path), lib, into, mode="move")
+    with pytest.warns(AudioSkippedWarning, match="broken.mp3"):
+        entries, _ = pipeline.sort_library(pipeline_model(model_path), lib, into, mode="move")
     monkeypatch.setattr(sorting.os, "link", real_link)
     moved = [e for e in entries if e.action == "moved"]
     assert len(moved) == 6
@@ -274,9 +276,20 @@ def test_rerun_after_finished_run_changes_nothing(model_path, tmp_path):
     assert {e["action"] for e in json.loads(result.stdout)} == {"already-there", "left"}
 
 
-def test_labels_cannot_escape_destination():
-    assert sorting.safe_folder_name("../../etc") == ".._.._etc"
-    assert sorting.safe_folder_name("..") == "_.."
+@pytest.mark.parametrize("label", ["", " ", ".", "..", "../../etc", "a/b", "a\\b", "a\0b", "a\nb", "a\x7fb",
+                                   ".audiogmm-sort-journal.tsv", ".hidden", " padded", "bad\udcff"])
+def test_labels_cannot_escape_destination(label):
+    with pytest.raises(sorting.SortError, match="label .* each class must be usable as one folder name"):
+        sorting.safe_folder_name(label)
+    assert sorting.safe_folder_name("rock & roll (live)") == "rock & roll (live)"
+
+
+def test_labels_equal_under_case_folding_are_refused():
+    with pytest.raises(ParameterError, match="'Rock' and 'ROCK' differ only in case"):
+        check_class_names(["Rock", "jazz", "ROCK"])
+    with pytest.raises(sorting.SortError, match="differ only in case"):
+        sorting.check_labels(["Stra\u00dfe", "STRASSE"])
+    assert check_class_names(["rock", "jazz"]) == ["rock", "jazz"]
 
 
 def test_move_killed_after_copy_before_delete_resumes(model_path, tmp_path, monkeypatch):
@@ -300,13 +313,14 @@ def test_move_killed_after_copy_before_delete_resumes(model_path, tmp_path, monk
 
     monkeypatch.setattr(sorting.os, "link", no_link)
     monkeypatch.setattr(sorting, "_rename_no_clobber", rename_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), pytest.warns(AudioSkippedWarning, match="broken.mp3"):
         pipeline.sort_library(model, lib, into, mode="move")
     monkeypatch.undo()
     # the second file now exists twice (destination copy, source not yet deleted)
     assert sum(contents(snapshot(lib)).values()) + sum(contents(snapshot(into, skip=REPORT_FILES)).values()) == \
         sum(contents(before).values()) + 1
-    entries, _ = pipeline.sort_library(model, lib, into, mode="move")
+    with pytest.warns(AudioSkippedWarning, match="broken.mp3"):
+        entries, _ = pipeline.sort_library(model, lib, into, mode="move")
     assert contents(snapshot(lib)) + contents(snapshot(into, skip=REPORT_FILES)) == contents(before)
     assert not any(" (1)" in p for p in snapshot(into) if "song" not in p)  # no duplicate made by the resume
     assert sum(e.action == "moved" for e in entries) == 6
