@@ -64,7 +64,6 @@ import re
 import stat
 import struct
 import tokenize
-import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import ModelFileError, ParameterError
-from ._files import write_atomically
+from ._files import check_class_names, write_atomically
 from .features import FeatureConfig
 from .recipes import METHODS
 
@@ -524,28 +523,14 @@ def _is_real(value):
 
 
 def _check_class_names(names):
-    """Class names that are safe single path components (``sort`` makes folders of them).
-
-    Returns None when all are safe, else the reason for the first that is not.
-    """
-    # Same rules as audiogmm._files.check_class_names, which another change adds; use it once on main.
-    folded = {}
+    """None when every class name is a safe single folder name, else why not (``sort`` makes folders of them)."""
     for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):
             return f"classes[{i}] must be a non-empty str, got {_show(name)}"
-        bad = next((c for c in name if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs")), None)
-        if bad is not None:
-            return (f"classes[{i}] must be usable as a folder name (no '/', '\\', control characters), got "
-                    f"{_show(name)} holding {bad!r}")
-        if name.startswith("."):
-            return f"classes[{i}] must not start with '.' (no '.', '..' or hidden names), got {_show(name)}"
-        if len(name.encode("utf-8")) > 255:
-            return f"classes[{i}] must be at most 255 bytes as UTF-8 (a folder name), got {_show(name)}"
-        key = name.casefold()
-        if key in folded:
-            return (f"classes[{i}] {_show(name)} equals classes[{folded[key]}] {_show(names[folded[key]])} "
-                    f"ignoring case (their folders would collide)")
-        folded[key] = i
+    try:
+        check_class_names(names)
+    except ParameterError as exc:
+        return f"'classes': {exc}"
     return None
 
 

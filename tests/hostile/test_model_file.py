@@ -399,22 +399,22 @@ FIELD_CASES = [
     (_set("classes", "abc"), "'classes' must be a list"),
     (_set("classes", {"a": 1}), "'classes' must be a list"),
     (_set("classes", ["a", "b", 3]), r"classes\[2\] must be a non-empty str, got 3"),
-    (_set("classes", ["a", "b", ""]), r"classes\[2\] must be a non-empty str"),
-    (_set("classes", ["a", "b", "a"]), r"classes\[2\] 'a' equals classes\[0\]"),
-    (_set("classes", ["a", "B", "b"]), "ignoring case"),
-    (_set("classes", ["a", "Straße", "STRASSE"]), "ignoring case"),
-    (_set("classes", ["a", "b", "../../../x"]), "folder name .* holding '/'"),
-    (_set("classes", ["a", "b", "c/d"]), "holding '/'"),
-    (_set("classes", ["a", "b", "c\\d"]), r"holding '\\\\'"),
-    (_set("classes", ["a", "b", "c\x00"]), r"holding '\\x00'"),
-    (_set("classes", ["a", "b", "c\nd"]), "control characters"),
-    (_set("classes", ["a", "b", "c\x7f"]), "control characters"),
-    (_set("classes", ["a", "b", "c\x85"]), "control characters"),
-    (_set("classes", ["a", "b", "\ud800"]), "control characters"),
-    (_set("classes", ["a", "b", "."]), "must not start with '.'"),
-    (_set("classes", ["a", "b", ".."]), "must not start with '.'"),
-    (_set("classes", ["a", "b", ".audiogmm-journal"]), "must not start with '.'"),
-    (_set("classes", ["a", "b", "é" * 200]), "at most 255 bytes"),
+    (_set("classes", ["a", "b", ""]), r"class name '' is empty"),
+    (_set("classes", ["a", "b", "a"]), r"'a' and 'a' differ only in case"),
+    (_set("classes", ["a", "B", "b"]), "differ only in case"),
+    (_set("classes", ["a", "Straße", "STRASSE"]), "differ only in case"),
+    (_set("classes", ["a", "b", "../../../x"]), "'../../../x' holds a path separator"),
+    (_set("classes", ["a", "b", "c/d"]), "holds a path separator"),
+    (_set("classes", ["a", "b", "c\\d"]), "holds a path separator"),
+    (_set("classes", ["a", "b", "c\x00"]), "holds a control character"),
+    (_set("classes", ["a", "b", "c\nd"]), "holds a control character"),
+    (_set("classes", ["a", "b", "c\x7f"]), "holds a control character"),
+    (_set("classes", ["a", "b", "c\x85"]), "holds a control character"),
+    (_set("classes", ["a", "b", "\ud800"]), "not valid text"),
+    (_set("classes", ["a", "b", "."]), "relative folder reference"),
+    (_set("classes", ["a", "b", ".."]), "relative folder reference"),
+    (_set("classes", ["a", "b", ".audiogmm-journal"]), "starts with a dot"),
+    (_set("classes", ["a", "b", "é" * 200]), "longer than 200 bytes"),
     (_set("classes", ["a", "b"]), "'class_prior' must be 2|'n_recordings'|'gmms' must be a list of 2"),
     (_set("classes", ["a", "b", "c", "d"]), "must be 4"),
     (_set("feature_config", "speech"), "'feature_config' must be an object"),
@@ -582,7 +582,7 @@ def test_files_written_the_old_way_still_load(tmp_path, ubm, rng):
 def test_save_refuses_class_names_load_would_refuse(tmp_path, rng):
     X = [rng.normal(c, 1, (60, D)) for c in (0, 3)]
     clf = GMMClassifier(1, random_state=0).fit(X, ["../up", "ok"])
-    with pytest.raises(ModelFileError, match=r"cannot save model .*classes\[0\] must be usable as a folder name"):
+    with pytest.raises(ModelFileError, match=r"cannot save model .*'\.\./up' holds a path separator"):
         save_model(TrainedModel(clf, FeatureConfig()), tmp_path / "m.agmm")
     assert list(tmp_path.iterdir()) == []
 
