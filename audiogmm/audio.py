@@ -46,6 +46,7 @@ extraction uses it.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from contextlib import closing
 from pathlib import Path
@@ -170,8 +171,13 @@ def _check_file(path) -> Path:
         raise AudioLoadError(path, "permission denied; check the file's permissions") from None
     except OSError as exc:
         raise AudioLoadError(path, f"cannot access the file ({exc.strerror or exc})") from None
-    if p.is_dir():
+    except ValueError:  # os.stat refuses a path holding a NUL character
+        raise AudioLoadError(path, "the path holds a NUL character, which no file name can") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioLoadError(path, "is a directory, not an audio file; pass a file")
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or a device would block or never end; only regular files are decoded
+        raise AudioLoadError(path, "is not a regular file (a pipe, device or socket); pass a file")
     if st.st_size == 0:
         raise AudioLoadError(path, "file is empty (0 bytes); re-copy or re-export it")
     if not os.access(p, os.R_OK):

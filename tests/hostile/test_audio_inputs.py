@@ -185,3 +185,17 @@ def test_non_utf8_file_name_is_decoded_like_any_other(tmp_path):
     shown = audio.display_path(path)
     shown.encode("utf-8")  # printable and JSON-safe: no lone surrogates left
     assert shown.endswith("caf\\xe9-\\xff.wav")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_named_like_audio_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "pipe.wav"
+    os.mkfifo(path)
+    _assert_refused(path, "extract_file", "is not a regular file")
+
+
+def test_path_with_nul_character(tmp_path):
+    path = str(tmp_path / "a\x00b.wav")
+    with pytest.raises(AudioLoadError, match="holds a NUL character") as info:
+        extract_file(path, FeatureConfig())
+    assert info.value.path == path
