@@ -19,7 +19,6 @@ scikit-learn is imported only inside the functions that need it.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import math
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import MANIFEST_SUFFIXES, read_manifest
 from .exceptions import ParameterError
 from .features import normalize
 
@@ -38,27 +38,18 @@ __all__ = [
 
 # -- groups ------------------------------------------------------------------------------------
 def _manifest_columns(manifest):
-    """``{resolved path: row dict}`` of a manifest, or None when it is not a manifest with a header."""
+    """``({resolved path: row dict}, columns)`` of a manifest, or None when it is not a manifest with a header.
+
+    Read by :func:`audiogmm.dataset.read_manifest`, the reader ``discover`` uses, so a
+    manifest that trains (``#`` comments and all) also gives its group keys.
+    """
     manifest = Path(manifest)
-    if not (manifest.is_file() and manifest.suffix.lower() in (".csv", ".tsv", ".txt")):
+    if not (manifest.is_file() and manifest.suffix.lower() in MANIFEST_SUFFIXES):
         return None
-    text = manifest.read_text(encoding="utf-8-sig")
-    if manifest.suffix.lower() == ".tsv":
-        delimiter = "\t"
-    else:
-        try:
-            delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
-        except csv.Error:
-            delimiter = ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    if not reader.fieldnames or "path" not in reader.fieldnames:
+    rows, columns, cells = read_manifest(manifest)
+    if not columns:
         return None
-    out = {}
-    for row in reader:
-        p = Path(row["path"])
-        p = p if p.is_absolute() else manifest.parent / p
-        out[str(p.resolve())] = row
-    return out, list(reader.fieldnames)
+    return {str(r.path.resolve()): row for r, row in zip(rows, cells)}, columns
 
 
 def group_keys(rows, group_by, *, dataset=None):

@@ -15,6 +15,7 @@ __all__ = [
     "NotFittedError",
     "ConvergenceWarning",
     "AudioSkippedWarning",
+    "DatasetWarning",
 ]
 
 
@@ -61,3 +62,7 @@ class ConvergenceWarning(UserWarning):
 
 class AudioSkippedWarning(UserWarning):
     """A recording was skipped because it could not be used."""
+
+
+class DatasetWarning(UserWarning):
+    """Part of a dataset is not used (loose files beside the class folders, a folder without audio)."""

@@ -108,10 +108,11 @@ def test_load_falls_back_to_audioread(write_wav, monkeypatch):
     y0 = sine(440, sr=8000)
     path = write_wav("a.wav", y0, sr=8000)
 
-    def refuse(path, mono):
-        raise RuntimeError("Format not recognised")
+    class Refuse:
+        def __init__(self, path):
+            raise RuntimeError("Format not recognised")
 
-    monkeypatch.setattr(audio, "_read_soundfile", refuse)
+    monkeypatch.setattr(audio, "_SoundFileDecoder", Refuse)
     y = load(path, sr=8000)  # audioread's raw WAV reader needs no FFmpeg
     np.testing.assert_allclose(y, y0, atol=1e-4)
 
@@ -216,3 +217,121 @@ def test_real_speaker_and_language_files():
         y = load(path, sr=16000)
         assert y.dtype == np.float32 and y.ndim == 1 and np.isfinite(y).all()
         assert abs(y.size / 16000 - duration(path)) < 0.01
+
+
+# -- one decoder path --------------------------------------------------------------------
+
+
+def _refuse_soundfile(monkeypatch):
+    class Refuse:
+        def __init__(self, path):
+            raise RuntimeError("Format not recognised")
+
+    monkeypatch.setattr(audio, "_SoundFileDecoder", Refuse)
+
+
+def test_audioread_path_equals_librosa_load(tmp_path, monkeypatch, rng):
+    """The fallback (now audioread directly) gives librosa.load's samples bit for bit."""
+    librosa = pytest.importorskip("librosa")
+    y0 = (rng.standard_normal((8000 * 3, 2)) * 0.2).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, y0, 8000, subtype="PCM_16")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, sr_ref = librosa.load(str(path), sr=None, mono=True, dtype=np.float32)
+        ref_stereo, _ = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+        ref_part, _ = librosa.load(str(path), sr=None, mono=True, offset=1.25, duration=0.5, dtype=np.float32)
+    _refuse_soundfile(monkeypatch)
+    assert sr_ref == 8000
+    np.testing.assert_array_equal(load(path, sr=8000), ref)
+    np.testing.assert_array_equal(load(path, sr=8000, mono=False), ref_stereo)
+    np.testing.assert_array_equal(np.concatenate(list(audio.stream(path, sr=8000))), ref)
+    assert duration(path) == pytest.approx(3.0)
+    (part,) = audio.load_excerpts(path, sr=8000, n_excerpts=1, seconds=0.5)
+    np.testing.assert_array_equal(part, ref_part)
+
+
+def test_every_caller_uses_the_one_decoder_choice(write_wav, monkeypatch):
+    """load, stream, duration and load_excerpts all go through audio._open."""
+    path = write_wav("a.wav", sine(440, seconds=2.0))
+    calls = []
+    real = audio._open
+
+    def spy(p, what="decode audio"):
+        calls.append(what)
+        return real(p, what)
+
+    monkeypatch.setattr(audio, "_open", spy)
+    load(path, sr=16000)
+    list(audio.stream(path, sr=16000))
+    duration(path)
+    audio.load_excerpts(path, sr=16000, n_excerpts=2, seconds=0.5)
+    assert calls == ["decode audio", "decode audio", "read the duration", "decode audio"]
+
+
+def _open_soundfiles():
+    import gc
+
+    gc.collect()
+    return [o for o in gc.get_objects() if type(o) is sf.SoundFile and not o.closed]
+
+
+def test_load_excerpts_closes_the_file_when_a_check_raises(tmp_path, rng):
+    """Regression: a NaN excerpt used to leave its SoundFile open (audio.py:461)."""
+    y = (rng.standard_normal(16000 * 8) * 0.1).astype(np.float32)
+    y[16000 * 5 + 100] = np.nan  # inside the second of two 1 s excerpts
+    path = tmp_path / "nan_late.wav"
+    sf.write(path, y, 16000, subtype="FLOAT")
+    before = len(_open_soundfiles())
+    with pytest.raises(AudioLoadError, match="NaN or infinite") as info:
+        audio.load_excerpts(path, sr=16000, n_excerpts=2, seconds=2.0)
+    # checked while the error (and so its traceback's frames) is alive: the old code's open
+    # SoundFile was referenced from there, and closed only when garbage-collected
+    assert info.value.path == str(path) and len(_open_soundfiles()) == before
+
+
+@pytest.mark.parametrize("call", ["load", "stream", "excerpts"])
+def test_no_file_stays_open_after_an_error(tmp_path, rng, call):
+    y = (rng.standard_normal(16000 * 8) * 0.1).astype(np.float32)
+    y[16000 * 4] = np.inf
+    path = tmp_path / "inf.wav"
+    sf.write(path, y, 16000, subtype="FLOAT")
+    before = len(_open_soundfiles())
+    with pytest.raises(AudioLoadError, match="NaN or infinite") as info:
+        if call == "load":
+            load(path, sr=16000)
+        elif call == "stream":
+            list(audio.stream(path, sr=16000, block_seconds=1.0))
+        else:
+            audio.load_excerpts(path, sr=16000, n_excerpts=1, seconds=8.0 - 1e-3)
+    assert info.value.path == str(path) and len(_open_soundfiles()) == before
+
+
+def test_truncated_wav_shows_no_resource_warning(tmp_path, write_wav):
+    """audioread's raw reader abandons its open file when wave raises EOFError: not shown."""
+    import gc
+    import warnings
+
+    good = write_wav("good.wav", sine(440))
+    path = tmp_path / "trunc.wav"
+    path.write_bytes(good.read_bytes()[:30])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(AudioLoadError, match="cannot decode"):
+            load(path, sr=16000)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_unknown_format_reason_is_not_possibly_a_pipe(tmp_path):
+    """libsndfile says 'File does not exist ... (possibly a pipe?)' for a file it cannot read."""
+    path = tmp_path / "notes.mp3"
+    path.write_bytes(b"hello, this is text and not audio\n" * 10)
+    with pytest.raises(AudioLoadError) as info:
+        duration(path)
+    reason = info.value.reason
+    assert "does not exist" not in reason and "pipe" not in reason
+    assert "soundfile: not a format soundfile can read" in reason
+    assert "audioread:" in reason and str(path) not in reason  # the path is said once, by the error

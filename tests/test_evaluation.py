@@ -186,3 +186,28 @@ def test_cli_train_ubm_round_trip(runner, tone_corpus, tmp_path):
     assert json.loads(r.stdout)["accuracy"] == 1.0
     r = runner.invoke(main, ["info", str(model), "--format", "json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["training"]["method"] == "ubm"
+
+
+def test_group_keys_read_a_commented_manifest_as_discover_does(tmp_path):
+    """Regression: evaluation's own parser took the '# ...' line for the header."""
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("# speakers of the test set\npath\tlabel\tspeaker\n\nx/a.wav\tde\tAnna\n# b\nx/b.wav\tde\tBen\n")
+    from audiogmm.dataset import discover
+
+    rows = discover(manifest)
+    assert group_keys(rows, "speaker", dataset=manifest) == ["Anna", "Ben"]
+    with pytest.raises(ParameterError, match="manifest columns: path, label, speaker"):
+        group_keys(rows, "(", dataset=manifest)
+
+
+def test_cli_evaluate_group_by_column_of_a_commented_manifest(runner, tone_corpus, tmp_path):
+    """`audiogmm evaluate DATA.tsv --group-by speaker` on a manifest `train` reads."""
+    lines = ["# generated", "path\tlabel\tspeaker"]
+    for p in sorted((tone_corpus / "train").glob("*/*.wav")):
+        lines.append(f"{p}\t{p.parent.name}\tspk{p.stem[-1]}")
+    manifest = tmp_path / "data.tsv"
+    manifest.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(main, ["evaluate", str(manifest), "--cv", "2", "--group-by", "speaker", "-k", "2", "-q",
+                             "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.stdout
