@@ -95,7 +95,7 @@ def test_indexed_source_equals_the_gathered_array(rng, small_partitions):
     _assert_same(_fit(IndexedSource(base, idx), block_size=32, dtype="float32"), ref)
 
 
-def test_reseeding_is_bit_identical_across_sources(rng, small_partitions):
+def test_reseeding_is_bit_identical_across_sources(rng, small_partitions, tmp_path):
     X = np.concatenate([rng.normal(0, 1, (2500, 2)), [[60.0, 60.0]], rng.normal(0, 1, (5, 2))])
     m0 = np.array([[0.0, 0.0], [1.0, 1.0], [60.0, 60.0]])
 
@@ -107,6 +107,7 @@ def test_reseeding_is_bit_identical_across_sources(rng, small_partitions):
     ref = fit(X)
     _assert_same(fit(ConcatSource(_pieces(X, [700, 2501]))), ref)
     _assert_same(fit(X, executor=ThreadExecutor(2)), ref)
+    _assert_same(fit(X, frame_state=FileFrameState(tmp_path)), ref)  # worst frames from files
 
 
 def test_worst_frames_are_deterministic():

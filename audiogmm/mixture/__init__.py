@@ -119,8 +119,8 @@ kept and reported in a warning. Nothing here produces NaN.
 """
 
 from audiogmm.mixture._em import (PARTITION_CHUNKS, FileFrameState, MemoryFrameState,
-                                  PartitionResult, PartitionTask, SerialExecutor,
-                                  ThreadExecutor, accumulate_partition)
+                                  PartitionTask, SerialExecutor, ThreadExecutor,
+                                  accumulate_partition, worst_partition)
 from audiogmm.mixture._source import ArraySource, ConcatSource, IndexedSource
 from audiogmm.mixture._stats import DEFAULT_BLOCK_SIZE, SuffStats
 from audiogmm.mixture.gmm import DiagonalGMM, score_samples_many, select_n_components
@@ -129,5 +129,5 @@ from audiogmm.mixture.map import map_adapt, map_statistics
 __all__ = ["DiagonalGMM", "score_samples_many", "select_n_components", "SuffStats",
            "map_adapt", "map_statistics", "ArraySource", "ConcatSource", "IndexedSource",
            "SerialExecutor", "ThreadExecutor", "MemoryFrameState", "FileFrameState",
-           "PartitionTask", "PartitionResult", "accumulate_partition", "PARTITION_CHUNKS",
+           "PartitionTask", "accumulate_partition", "worst_partition", "PARTITION_CHUNKS",
            "DEFAULT_BLOCK_SIZE"]

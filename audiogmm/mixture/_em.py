@@ -45,7 +45,7 @@ from ._stats import (CHUNK_BLOCKS, SuffStats, Workspace, _LOGGER, accumulate_ran
                      design_weights, numba_kernels, update)
 
 __all__ = ["PARTITION_CHUNKS", "SerialExecutor", "ThreadExecutor", "MemoryFrameState",
-           "FileFrameState", "PartitionTask", "PartitionResult", "accumulate_partition",
+           "FileFrameState", "PartitionTask", "accumulate_partition", "worst_partition",
            "partitions", "accumulate_source", "column_moments", "em_run"]
 
 #: Chunks per partition: 64 chunks of 16 blocks of 1024 frames = 2^20 frames. Fixed (never
@@ -141,7 +141,9 @@ class MemoryFrameState:
     - ``views(generation, start, stop, use_hint) -> (hint or None, out)``: the previous
       generation's values of rows ``start:stop`` (None when ``use_hint`` is False) and an
       array that receives this generation's (both of ``dtype``; here the same view);
-    - ``commit(generation, start, out)``: store ``out`` as rows ``start:`` of ``generation``.
+    - ``commit(generation, start, out)``: store ``out`` as rows ``start:`` of ``generation``;
+    - ``read(generation, start, stop)``: the stored values of ``generation`` (the last one
+      written: re-seeding picks the worst-explained frames from them).
     """
 
     def __init__(self):
@@ -159,6 +161,9 @@ class MemoryFrameState:
     def commit(self, generation, start, out):
         pass  # written in place
 
+    def read(self, generation, start, stop):
+        return self.values[start:stop]
+
     def __repr__(self):
         return "MemoryFrameState()"
 
@@ -174,6 +179,9 @@ class _ScratchFrameState:
 
     def commit(self, generation, start, out):
         pass
+
+    def read(self, generation, start, stop):
+        raise NotImplementedError("a scratch frame state keeps no values")
 
 
 class FileFrameState:
@@ -220,21 +228,22 @@ class FileFrameState:
         self.dtype = np.dtype(dtype)
         self._files()
 
+    def read(self, generation, start, stop):
+        values = np.empty(stop - start, dtype=self.dtype)
+        fd = self._files()[generation % 2]
+        view = memoryview(values).cast("B")
+        offset, done = start * self.dtype.itemsize, 0
+        while done < view.nbytes:
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"frame state {self.directory}: generation {generation} is "
+                              f"missing rows from {start + done // self.dtype.itemsize}")
+            done += got
+        return values
+
     def views(self, generation, start, stop, use_hint):
-        n = stop - start
-        hint = None
-        if use_hint:
-            hint = np.empty(n, dtype=self.dtype)
-            fd = self._files()[(generation - 1) % 2]
-            view = memoryview(hint).cast("B")
-            offset, done = start * self.dtype.itemsize, 0
-            while done < view.nbytes:
-                got = os.preadv(fd, [view[done:]], offset + done)
-                if got <= 0:
-                    raise OSError(f"frame state {self.directory}: generation {generation - 1} "
-                                  f"is missing rows from {start + done // self.dtype.itemsize}")
-                done += got
-        return hint, np.empty(n, dtype=self.dtype)
+        hint = self.read(generation - 1, start, stop) if use_hint else None
+        return hint, np.empty(stop - start, dtype=self.dtype)
 
     def commit(self, generation, start, out):
         fd = self._files()[generation % 2]
@@ -292,15 +301,6 @@ class PartitionTask(NamedTuple):
     state: object
     generation: int
     use_hint: bool
-    n_worst: int
-
-
-class PartitionResult(NamedTuple):
-    """The statistics of a task's frames (chunks folded in order) and its worst frames."""
-
-    stats: SuffStats
-    worst_loglik: np.ndarray
-    worst_index: np.ndarray
 
 
 _LOCAL = threading.local()
@@ -326,14 +326,12 @@ def worst_frames(loglik, offset, m):
     n = loglik.size
     if m <= 0:
         return np.empty(0), np.empty(0, dtype=np.int64)
-    if m >= n:
-        idx = np.arange(n)
-    else:
-        thr = np.partition(loglik, m - 1)[m - 1]
-        less = np.flatnonzero(loglik < thr)
-        ties = np.flatnonzero(loglik == thr)[:m - less.size]
-        idx = np.concatenate([less, ties])
-    return loglik[idx].astype(np.float64), idx.astype(np.int64) + offset
+    idx = np.arange(n)
+    if m < n:  # the m-th smallest value bounds the candidates (a few more on ties)
+        idx = np.flatnonzero(loglik <= np.partition(loglik, m - 1)[m - 1])
+    values = loglik[idx].astype(np.float64)
+    order = np.lexsort((idx, values))[:m]
+    return values[order], idx[order].astype(np.int64) + offset
 
 
 def _merge_worst(values, indices, m):
@@ -347,12 +345,11 @@ def accumulate_partition(task):
 
     Reads each chunk from ``task.source``, takes the hint of generation
     ``task.generation - 1`` from ``task.state`` (if ``task.use_hint``), writes this
-    generation's per-frame log-likelihoods back, and keeps the ``task.n_worst`` frames with
-    the lowest log-likelihood (ties by global index) as re-seeding candidates.
+    generation's per-frame log-likelihoods back.
 
     Returns
     -------
-    PartitionResult
+    SuffStats
     """
     src, bs, WT = task.source, task.block_size, task.WT
     k, p = WT.shape
@@ -361,7 +358,7 @@ def accumulate_partition(task):
     ws.C[:] = task.center
     nb = numba_kernels() if task.use_numba else None
     chunk = bs * CHUNK_BLOCKS
-    parts, wv, wi = [], [], []
+    parts = []
     for a in range(task.start, task.stop, chunk):
         b = min(a + chunk, task.stop)
         X = src.read(a, b, out=buf)
@@ -369,25 +366,39 @@ def accumulate_partition(task):
         acc, total = accumulate_range(X, WT, ws, 0, b - a, bs, hint, out, nb)
         task.state.commit(task.generation, a, out)
         parts.append(SuffStats.from_sums(acc, total, b - a))
-        if task.n_worst:
-            v, i = worst_frames(out, a, task.n_worst)
-            wv.append(v)
-            wi.append(i)
-    worst = (_merge_worst(wv, wi, task.n_worst) if wv else
-             (np.empty(0), np.empty(0, dtype=np.int64)))
-    return PartitionResult(SuffStats.fold(parts), *worst)
+    return SuffStats.fold(parts)
+
+
+def worst_partition(args):
+    """The ``m`` frames of ``start:stop`` with the lowest log-likelihood in ``generation``.
+
+    ``args = (state, generation, start, stop, chunk, m)``; reads the frame state only (not
+    the frames). Returns (values float64, global indices), ordered by (value, index).
+    """
+    state, generation, start, stop, chunk, m = args
+    vals, idx = [], []
+    for a in range(start, stop, chunk):
+        v, i = worst_frames(state.read(generation, a, min(a + chunk, stop)), a, m)
+        vals.append(v)
+        idx.append(i)
+    return _merge_worst(vals, idx, m)
+
+
+def worst_source(n_frames, block_size, executor, state, generation, m):
+    """The ``m`` worst frames of all of a generation (per partition, then merged)."""
+    chunk = block_size * CHUNK_BLOCKS
+    res = executor.map(worst_partition, [(state, generation, a, b, chunk, m)
+                                         for a, b in partitions(n_frames, block_size)])
+    return _merge_worst([v for v, _ in res], [i for _, i in res], m)
 
 
 def accumulate_source(source, WT, center, *, block_size, executor, state, generation,
-                      use_hint, use_numba=False, n_worst=0):
+                      use_hint, use_numba=False):
     """One fused E-step pass over ``source``: statistics in the canonical fold order.
 
     Returns
     -------
-    stats : SuffStats
-    worst : (ndarray, ndarray)
-        The ``n_worst`` frames of lowest log-likelihood (values, global indices), ordered
-        by (value, index).
+    SuffStats
     """
     n = source.n_frames
     chunk = block_size * CHUNK_BLOCKS
@@ -397,16 +408,13 @@ def accumulate_source(source, WT, center, *, block_size, executor, state, genera
                   if getattr(executor, "task_unit", "partition") == "chunk" else [(a, b)])
         for s, e in ranges:
             tasks.append(PartitionTask(source, s, e, block_size, WT, center, use_numba, state,
-                                       generation, use_hint, n_worst))
+                                       generation, use_hint))
             owner.append(j)
     results = executor.map(accumulate_partition, tasks)
     per_part = {}
     for j, r in zip(owner, results):
-        per_part.setdefault(j, []).append(r.stats)
-    stats = SuffStats.fold(SuffStats.fold(per_part[j]) for j in sorted(per_part))
-    worst = _merge_worst([r.worst_loglik for r in results], [r.worst_index for r in results],
-                         n_worst)
-    return stats, worst
+        per_part.setdefault(j, []).append(r)
+    return SuffStats.fold(SuffStats.fold(per_part[j]) for j in sorted(per_part))
 
 
 def moments_partition(args):
@@ -551,13 +559,13 @@ class _Run:
         self.numba_ok = numba_ok
         self.generation = 0
 
-    def _pass(self, WT, center, dtype, use_hint, n_worst):
+    def _pass(self, WT, center, dtype, use_hint):
         self.generation += 1
         use_numba = self.numba_ok and dtype == np.float32 and numba_kernels() is not None
         return accumulate_source(self.source, WT, center, block_size=self.bs,
                                  executor=self.executor, state=self.state,
                                  generation=self.generation, use_hint=use_hint,
-                                 use_numba=use_numba, n_worst=n_worst)
+                                 use_numba=use_numba)
 
     def em(self, w, mu, var, dtype, init):
         params, n = self.params, self.source.n_frames
@@ -574,15 +582,14 @@ class _Run:
         raw = None
         nk = None
         change = 0
-        n_worst = k - 1  # a re-seed moves fewer than K components
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             if params["max_iter"] == 0:
                 WT = design_weights(w, mu, var, c64).astype(dtype)
-                stats, _ = self._pass(WT, center, dtype, False, 0)
+                stats = self._pass(WT, center, dtype, False)
                 lower_bound = stats.loglik / n
             for n_iter in range(1, params["max_iter"] + 1):
                 WT = design_weights(w, mu, var, c64).astype(dtype)
-                stats, worst = self._pass(WT, center, dtype, have_hint, n_worst)
+                stats = self._pass(WT, center, dtype, have_hint)
                 if not math.isfinite(stats.loglik) and dtype == np.float32:
                     # float32 overflow (e.g. reg_covar=0 on wide data): redo in float64,
                     # the same generation again (exact maxima: no hint needed)
@@ -592,7 +599,7 @@ class _Run:
                     self.state.prepare(n, dtype)
                     WT = design_weights(w, mu, var, c64)
                     self.generation -= 1
-                    stats, worst = self._pass(WT, center, dtype, False, n_worst)
+                    stats = self._pass(WT, center, dtype, False)
                 have_hint = True
                 prev, lower_bound = lower_bound, stats.loglik / n
                 history.append(lower_bound)
@@ -603,7 +610,11 @@ class _Run:
                 if reseed_rounds < _MAX_RESEED_ROUNDS:
                     bad = (nk < _EMPTY_COUNT) | ((nk < 2) & np.all(raw <= floor, axis=1))
                     if bad.any() and bad.sum() < k:
-                        _reseed(self.source, w, mu, var, bad, worst[1], self.gvar, reg)
+                        # the worst frames of this pass, from the frame state (a rare
+                        # extra read of 4-8 bytes per frame instead of a cost every pass)
+                        _, worst = worst_source(n, self.bs, self.executor, self.state,
+                                                self.generation, int(bad.sum()))
+                        _reseed(self.source, w, mu, var, bad, worst, self.gvar, reg)
                         events.append((n_iter, np.flatnonzero(bad).tolist(), nk[bad].tolist()))
                         reseed_rounds += 1
                         reseeded = True

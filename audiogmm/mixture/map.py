@@ -91,7 +91,7 @@ def map_statistics(X, weights, means, variances, *, dtype="float32", block_size=
                 state.prepare(source.n_frames, compute)
                 use_numba = (compute == np.float32 and getattr(source, "c_contiguous", True)
                              and numba_kernels() is not None)
-                stats, _ = accumulate_source(source, WT, center, block_size=bs,
+                stats = accumulate_source(source, WT, center, block_size=bs,
                                              executor=executor, state=state, generation=1,
                                              use_hint=False, use_numba=use_numba)
                 if math.isfinite(stats.loglik):
