@@ -47,8 +47,13 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiogmm.gmm import (DiagonalGMM, _auto_block_size, _numba_kernels,  # noqa: E402
-                          score_samples_many)
+try:  # the engine's home since the restructure (issue 12)
+    from audiogmm.mixture import DiagonalGMM, score_samples_many  # noqa: E402
+    from audiogmm.mixture._stats import auto_block_size as _auto_block_size  # noqa: E402
+    from audiogmm.mixture._stats import numba_kernels as _numba_kernels  # noqa: E402
+except ImportError:  # older checkouts (e.g. to compare against main before it)
+    from audiogmm.gmm import (DiagonalGMM, _auto_block_size, _numba_kernels,  # noqa: E402
+                              score_samples_many)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

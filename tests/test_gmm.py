@@ -1,4 +1,4 @@
-"""Tests for audiogmm.gmm: maths against scipy/scikit-learn, EM behaviour, robustness, API."""
+"""Tests for audiogmm.mixture (DiagonalGMM and the engine): maths against scipy/scikit-learn, EM behaviour, robustness, API."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from audiogmm.exceptions import ConvergenceWarning, NotFittedError, ParameterError
-from audiogmm.gmm import DiagonalGMM, score_samples_many, select_n_components
+from audiogmm.mixture import DiagonalGMM, score_samples_many, select_n_components
 
 
 def _blobs(rng, n_per=300, centres=((-4, 0, 2), (0, 3, -2), (4, -3, 0)), scale=(1.0, 0.5, 0.8)):
@@ -189,12 +189,12 @@ def _fit_path(X, k, use_numba, threads=1, **kw):
         return g.fit(X)
 
 
-# 12 > 2D+2: the other scaling branch of NumPy's path; 20 > _CHUNK_KERNEL_MAX_K: numba per block
+# 12 > 2D+2: the other scaling branch of NumPy's path; 20 > CHUNK_KERNEL_MAX_K: numba per block
 @pytest.mark.parametrize("k", [3, 12, 20])
 def test_numba_and_numpy_paths_agree(rng, k):
-    from audiogmm import gmm as engine
+    from audiogmm.mixture import _stats as engine
 
-    if engine._numba_kernels() is None:
+    if engine.numba_kernels() is None:
         pytest.skip("numba not available: only the NumPy path exists")
     X = _blobs(rng, n_per=700).astype(np.float32)  # 2100 frames: 33 blocks, 3 chunks
     fast, ref = _fit_path(X, k, True), _fit_path(X, k, False)
@@ -204,15 +204,15 @@ def test_numba_and_numpy_paths_agree(rng, k):
     np.testing.assert_allclose(fast.lower_bounds_, ref.lower_bounds_, rtol=1e-6)
     # responsibilities through a far-off hint (the out-of-window redo) and the first E-step
     w, mu, var = ref.weights_, ref.means_, ref.variances_
-    WT = engine._design_weights(w, mu, var, np.zeros(3)).astype(np.float32)
+    WT = engine.design_weights(w, mu, var, np.zeros(3)).astype(np.float32)
     out = {}
-    for name, nb in (("numba", engine._numba_kernels()), ("numpy", None)):
-        ws = engine._Workspace(k, 3, 64, np.dtype(np.float32), np.zeros(3, np.float32))
+    for name, nb in (("numba", engine.numba_kernels()), ("numpy", None)):
+        ws = engine.Workspace(k, 3, 64, np.dtype(np.float32), np.zeros(3, np.float32))
         hint = np.zeros(len(X), np.float32)
-        engine._accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
+        engine.accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
                            loglik_out=hint, nb=nb)
         hint[::7] -= 50.0  # these frames leave the safe window
-        out[name] = engine._accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
+        out[name] = engine.accumulate(X, WT, np.zeros(3, np.float32), ws, block_size=64,
                                        hint=hint, loglik_out=hint, nb=nb), hint.copy()
     (a, ha), (b, hb) = out["numba"], out["numpy"]
     np.testing.assert_allclose(ha, hb, rtol=1e-6, atol=1e-5)
@@ -229,17 +229,17 @@ def test_row_threads_give_bit_identical_results(rng, use_numba):
 
 
 def test_numba_missing_falls_back_silently(rng, monkeypatch):
-    from audiogmm import gmm as engine
+    from audiogmm.mixture import _stats as engine
 
     X = _blobs(rng).astype(np.float32)
     ref = _fit_path(X, 3, False)
     monkeypatch.setattr(engine, "_NUMBA", [])
     monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" raises ImportError
-    monkeypatch.delitem(sys.modules, "audiogmm._numba_em", raising=False)
-    monkeypatch.delattr(sys.modules["audiogmm"], "_numba_em", raising=False)
+    monkeypatch.delitem(sys.modules, "audiogmm.mixture._kernels", raising=False)
+    monkeypatch.delattr(sys.modules["audiogmm.mixture"], "_kernels", raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert engine._numba_kernels() is None
+        assert engine.numba_kernels() is None
         g = DiagonalGMM(3, tol=0.0, max_iter=8, random_state=0, block_size=64)
         with pytest.warns(ConvergenceWarning):  # tol=0 never converges; nothing else warns
             g.fit(X)
@@ -322,7 +322,7 @@ def test_data_errors(rng):
 
 
 def test_import_is_light():
-    code = ("import sys, audiogmm.gmm; bad = [m for m in ('librosa', 'click', 'sklearn', "
+    code = ("import sys, audiogmm.mixture; bad = [m for m in ('librosa', 'click', 'sklearn', "
             "'joblib') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

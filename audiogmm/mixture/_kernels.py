@@ -1,9 +1,12 @@
-"""Numba kernels for the float32 EM block pass of :mod:`audiogmm.gmm` (optional).
+"""Numba kernels for the float32 EM block pass of :mod:`audiogmm.mixture` (optional).
 
-:mod:`audiogmm.gmm` imports this module lazily, at the first float32 ``fit``; when numba is
-missing or a kernel fails to compile, the engine uses its NumPy path instead (same maths,
-same block layout). :func:`accumulate_range` runs the whole block pass over a range of
-frames in one call (the GEMMs in BLAS through numba's ``np.dot``), using per block:
+This module imports numba at its top, so it is itself the lazy part: the loader
+:func:`audiogmm.mixture._stats.numba_kernels` imports it at the first float32 fit and warms
+it up; when numba is missing or a kernel fails to compile, the engine uses its NumPy path
+instead (same maths, same block layout). ``cache=True`` keeps the compiled kernels in
+numba's on-disk cache next to this file.
+
+:func:`accumulate_range` runs the whole block pass over a range of frames in one call (the GEMMs in BLAS through numba's ``np.dot``), using per block:
 
 - :func:`design` writes the design ``[x - c, (x - c)**2, 1, -h]`` both row-major (``Z``,
   for the M-step GEMM ``E @ Z``) and transposed (``ZT``, for the E-step GEMM ``WT @ ZT``),
