@@ -1,6 +1,6 @@
 """audiogmm: audio classification with one diagonal-covariance Gaussian mixture per class.
 
-The public API is imported lazily, so ``import audiogmm.gmm`` (the NumPy engine) does not
+The public API is imported lazily, so ``import audiogmm.mixture`` (the NumPy engine) does not
 pull in librosa or click::
 
     import audiogmm
@@ -14,7 +14,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiagonalGMM": "gmm",
+    "DiagonalGMM": "mixture",
     "GMMClassifier": "classifier",
     "UBMClassifier": "ubm",
     "Recipe": "recipes",

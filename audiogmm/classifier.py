@@ -45,7 +45,8 @@ import numpy as np
 
 from .calibration import SoftmaxCalibrator, calibrator_from_state
 from .exceptions import NotFittedError, ParameterError, TrainingError
-from .gmm import DiagonalGMM, _n_threads, score_samples_many, select_n_components
+from ._validation import check_n_jobs, seed_entropy
+from .mixture import DiagonalGMM, score_samples_many, select_n_components
 
 __all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_recordings", "fitted_gmm", "mean_per_recording"]
 
@@ -153,7 +154,7 @@ class BaseGMMClassifier(ParamsMixin):
 
     Subclasses set ``_param_names`` and ``method`` and implement ``fit`` and
     :meth:`score_frames`; everything else lives here once. Fitted attributes common to all:
-    ``classes_``, ``gmms_`` (one :class:`~audiogmm.gmm.DiagonalGMM` per class),
+    ``classes_``, ``gmms_`` (one :class:`~audiogmm.mixture.DiagonalGMM` per class),
     ``class_prior_``, ``n_features_in_``, ``n_recordings_``, ``n_frames_`` and
     ``calibrator_`` (:class:`~audiogmm.calibration.SoftmaxCalibrator` unless another was fitted).
     """
@@ -177,12 +178,12 @@ class BaseGMMClassifier(ParamsMixin):
     # -- validation ----------------------------------------------------------------------
     def _validate_common(self):
         """Checks shared by every classifier: n_jobs, priors, random_state."""
-        _n_threads(self.n_jobs)
+        check_n_jobs(self.n_jobs)
         if not (self.priors is None or isinstance(self.priors, str) or np.ndim(self.priors) == 1):
             raise ParameterError(f"priors must be None, 'uniform', 'empirical' or a 1-D array, got {self.priors!r}")
         if isinstance(self.priors, str) and self.priors not in ("uniform", "empirical"):
             raise ParameterError(f"priors must be 'uniform' or 'empirical' when a string, got {self.priors!r}")
-        _entropy(self.random_state, check_only=True)
+        seed_entropy(self.random_state, check_only=True)
 
     def _resolve_priors(self, n_recordings):
         p = self.priors
@@ -421,14 +422,14 @@ class GMMClassifier(BaseGMMClassifier):
     n_components : int or "auto", default=8
         Mixture components per class. ``"auto"``: each class's K is chosen by BIC over
         :data:`N_COMPONENTS_GRID` = (1, 2, 4, 8, 16, 32, 64) (candidates above the class's
-        number of frames are skipped) with :func:`audiogmm.gmm.select_n_components`; the
+        number of frames are skipped) with :func:`audiogmm.mixture.select_n_components`; the
         chosen K are in ``n_components_`` (fits one mixture per candidate: about 2x the
         time of fitting K=64 alone).
     tol, max_iter, n_init, init_params, dtype
-        Passed to each class's :class:`~audiogmm.gmm.DiagonalGMM`.
+        Passed to each class's :class:`~audiogmm.mixture.DiagonalGMM`.
     reg_covar : float, default=1e-3
         Added to every variance (passed to each class's mixture). The classifiers default to
-        1e-3, not :class:`~audiogmm.gmm.DiagonalGMM`'s 1e-6 (scikit-learn's, for arbitrary
+        1e-3, not :class:`~audiogmm.mixture.DiagonalGMM`'s 1e-6 (scikit-learn's, for arbitrary
         data): audiogmm's features are normalised per recording, so 1e-3 is a small fraction of
         their variance and keeps components from collapsing onto near-duplicate frames
         (digital silence). The same default as :class:`~audiogmm.ubm.UBMClassifier`, the
@@ -554,7 +555,7 @@ class GMMClassifier(BaseGMMClassifier):
                     f"n_components={self.n_components}: add audio to it or lower n_components"
                 )
             frames.append(Xc)
-        seeds = np.random.SeedSequence(_entropy(self.random_state)).spawn(classes.size)
+        seeds = np.random.SeedSequence(seed_entropy(self.random_state)).spawn(classes.size)
         params = self._gmm_params()
         if auto:
             del params["n_components"]
@@ -625,21 +626,6 @@ def _check_y(y, n_recordings, estimator="GMMClassifier"):
     return y
 
 
-def _entropy(random_state, check_only=False):
-    """An integer seed for SeedSequence from None, an int or a Generator/RandomState."""
-    if random_state is None:
-        return None
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
-        return int(random_state)
-    if isinstance(random_state, np.random.Generator):
-        return None if check_only else int(random_state.integers(2**63))
-    if isinstance(random_state, np.random.RandomState):
-        return None if check_only else int(random_state.randint(2**31))
-    raise ParameterError(f"random_state must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
-
-
 def _fit_one(gmm, X):
     return gmm.fit(X)
 
@@ -680,7 +666,7 @@ def _run_all(tasks, n_jobs):
     restores one thread on exit. Results are identical for any ``n_jobs``: every class has its
     own seed and its fit does not depend on the others.
     """
-    n_jobs = _n_threads(n_jobs)
+    n_jobs = check_n_jobs(n_jobs)
     if n_jobs == 1 or len(tasks) == 1:
         return [fn(*args) for fn, args in tasks]
     from joblib import Parallel, delayed

@@ -209,7 +209,7 @@ def clip_config(config, clip):
     return dataclasses.replace(config, cmvn="none")
 
 
-def _check_clip(clip):
+def check_clip(clip):
     if clip is None:
         return None
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0:
@@ -236,7 +236,7 @@ def cut_clips(X, config, clip, frames=None):
     -------
     clips : list of ndarray
     """
-    clip = _check_clip(clip)
+    clip = check_clip(clip)
     per_clip = max(1, int(round(clip * config.sample_rate / config.hop_length)))
     frames = np.arange(X.shape[0]) if frames is None else np.asarray(frames)
     total = int(frames[-1]) + 1 if frames.size else 0

@@ -21,7 +21,7 @@ import numpy as np
 from . import dataset as _dataset
 from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
-from .gmm import _n_threads
+from ._validation import check_n_jobs
 from . import evaluation as _evaluation
 from .persistence import TrainedModel
 from . import recipes as _recipes
@@ -55,8 +55,8 @@ def _check_cache_dir(cache_dir):
 
 
 def _check_jobs(n_jobs):
-    """Worker processes for ``n_jobs`` (the package's one rule: :func:`audiogmm.gmm._n_threads`)."""
-    return _n_threads(n_jobs, name="jobs")
+    """Worker processes for ``n_jobs`` (the package's one rule: :func:`audiogmm._validation.check_n_jobs`)."""
+    return check_n_jobs(n_jobs, name="jobs")
 
 
 #: Work per joblib task: at most this many files or bytes of audio, so short clips travel in
@@ -83,7 +83,7 @@ def _batches(paths, n_jobs, sizes=None):
     """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
     if sizes is None:
         sizes = _file_sizes(paths)
-    n_workers = _n_threads(n_jobs)  # callers pass a resolved count; -1 etc. as everywhere
+    n_workers = check_n_jobs(n_jobs)  # callers pass a resolved count; -1 etc. as everywhere
     target = min(_BATCH_BYTES, max(1, sum(sizes) // (4 * n_workers)))
     max_files = min(_BATCH_FILES, max(1, -(-len(paths) // (4 * n_workers))))
     out, start, acc = [], 0, 0
@@ -372,7 +372,7 @@ def train(
     if clf is None:
         clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
     config = recipe.features
-    clip = _evaluation._check_clip(clip)
+    clip = _evaluation.check_clip(clip)
     _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
@@ -892,7 +892,7 @@ def cross_validate(
         def make():
             return type(estimator)(**estimator.get_params())
     config = recipe.features
-    clip = _evaluation._check_clip(clip)
+    clip = _evaluation.check_clip(clip)
     if test is None and (isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2):
         raise ParameterError(f"n_splits must be an int >= 2, got {n_splits!r}")
     _check_cache_dir(cache_dir)

@@ -3,13 +3,14 @@ r"""GMM-UBM: one universal background model, class models by MAP adaptation, LLR
 The recipe of Reynolds, Quatieri and Dunn, "Speaker verification using adapted Gaussian
 mixture models", *Digital Signal Processing* 10 (2000) 19-41:
 
-1. **UBM.** One :class:`~audiogmm.gmm.DiagonalGMM` with ``n_components`` components is
+1. **UBM.** One :class:`~audiogmm.mixture.DiagonalGMM` with ``n_components`` components is
    trained by EM on the pooled frames of every class, *balanced across classes*: each class
    contributes the same number of frames (a random subset of a large class, whole copies
    plus a random subset of a small one; at most ``ubm_max_frames`` in all), so the UBM
    is not the model of whichever class has the most audio.
 2. **MAP adaptation.** For class :math:`c` the Baum-Welch statistics of its frames
-   against the UBM are accumulated (:func:`map_statistics`),
+   against the UBM are accumulated by the EM engine's own statistics
+   (:func:`audiogmm.mixture.map_statistics`: float32 E-step, float64 sums),
 
    .. math::
 
@@ -60,14 +61,14 @@ import numbers
 import numpy as np
 from scipy.special import logsumexp
 
+from ._validation import check_real
 from .classifier import BaseGMMClassifier, fitted_gmm
 from .exceptions import ParameterError, TrainingError
-from .gmm import DiagonalGMM
+from .mixture import DiagonalGMM, map_adapt, map_statistics
+from .mixture.map import ADAPT_PARTS, check_adapt
 
 __all__ = ["UBMClassifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS"]
 
-#: The parameters MAP adaptation may update (``adapt`` is a comma-separated subset).
-ADAPT_PARTS = ("means", "weights", "variances")
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Frames per block while scoring and accumulating statistics.
 _BLOCK = 1024
@@ -90,117 +91,6 @@ def _log_joint(X, weights, means, variances):
     L -= 0.5 * (X * X) @ prec.T
     L += const
     return L
-
-
-def map_statistics(X, weights, means, variances, *, block_size=4096):
-    """Zeroth-, first- and second-order statistics of frames against a diagonal GMM.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_frames, n_features)
-    weights : array-like of shape (K,)
-    means, variances : array-like of shape (K, n_features)
-    block_size : int, default=4096
-        Frames per block (memory O(block_size x K)).
-
-    Returns
-    -------
-    n : ndarray of shape (K,)
-        ``sum_t gamma_tk``, the soft count of frames of each component.
-    F : ndarray of shape (K, n_features)
-        ``sum_t gamma_tk x_t``.
-    S : ndarray of shape (K, n_features)
-        ``sum_t gamma_tk x_t ** 2``.
-    loglik : float
-        ``sum_t log p(x_t)`` under the GMM.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> n, F, S, _ = map_statistics(np.array([[1.0], [3.0]]), [1.0], [[0.0]], [[1.0]])
-    >>> n.tolist(), F.tolist(), S.tolist()
-    ([2.0], [[4.0]], [[10.0]])
-    """
-    w, mu, var = _check_gmm_arrays(weights, means, variances)
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] != mu.shape[1]:
-        raise ParameterError(f"X must have shape (n_frames, {mu.shape[1]}), got {X.shape}")
-    k, d = mu.shape
-    n, F, S, loglik = np.zeros(k), np.zeros((k, d)), np.zeros((k, d)), 0.0
-    for a in range(0, X.shape[0], block_size):
-        Xb = np.asarray(X[a:a + block_size], dtype=np.float64)
-        L = _log_joint(Xb, w, mu, var)
-        ll = logsumexp(L, axis=1)
-        loglik += float(ll.sum())
-        R = np.exp(L - ll[:, None])
-        n += R.sum(axis=0)
-        F += R.T @ Xb
-        S += R.T @ (Xb * Xb)
-    return n, F, S, loglik
-
-
-def map_adapt(weights, means, variances, n, F, S=None, *, relevance_factor=16.0, adapt="means",
-              var_floor=1e-6):
-    """MAP-adapt a diagonal GMM to data summarised by its statistics (Reynolds et al. 2000).
-
-    Parameters
-    ----------
-    weights : array-like of shape (K,)
-    means, variances : array-like of shape (K, D)
-        The prior model (the UBM).
-    n, F, S : array-like of shapes (K,), (K, D), (K, D)
-        Statistics from :func:`map_statistics`. ``S`` is needed only to adapt variances.
-    relevance_factor : float > 0, default=16
-        ``r`` in ``alpha_k = n_k / (n_k + r)``: how many frames a component must see before
-        its data outweigh the prior.
-    adapt : str, default="means"
-        Comma-separated subset of ``"means"``, ``"weights"``, ``"variances"``.
-    var_floor : float, default=1e-6
-        Adapted variances never go below this.
-
-    Returns
-    -------
-    weights, means, variances : ndarrays of shapes (K,), (K, D), (K, D), float64
-        Parameters not adapted are returned as (copies of) the prior's.
-
-    Examples
-    --------
-    One component, prior mean 0 and variance 1; 4 frames with mean 2, relevance factor 16:
-    ``alpha = 4 / 20 = 0.2`` and the mean moves to ``0.2 * 2 = 0.4``.
-
-    >>> w, mu, var = map_adapt([1.0], [[0.0]], [[1.0]], [4.0], [[8.0]], relevance_factor=16)
-    >>> float(mu[0, 0])
-    0.4
-    """
-    w, mu, var = _check_gmm_arrays(weights, means, variances)
-    parts = _check_adapt(adapt)
-    r = _check_positive("relevance_factor", relevance_factor)
-    n = np.asarray(n, dtype=np.float64)
-    F = np.asarray(F, dtype=np.float64)
-    if n.shape != w.shape or F.shape != mu.shape:
-        raise ParameterError(f"n and F must have shapes {w.shape} and {mu.shape}, got {n.shape} and {F.shape}")
-    if "variances" in parts:
-        if S is None:
-            raise ParameterError("S (second-order statistics) is required to adapt variances")
-        S = np.asarray(S, dtype=np.float64)
-        if S.shape != mu.shape:
-            raise ParameterError(f"S must have shape {mu.shape}, got {S.shape}")
-    alpha = n / (n + r)
-    safe_n = np.where(n > 0, n, 1.0)[:, None]
-    Ex = F / safe_n  # only used where alpha > 0, i.e. n > 0
-    new_mu = alpha[:, None] * Ex + (1.0 - alpha[:, None]) * mu if "means" in parts else mu.copy()
-    new_w = w.copy()
-    if "weights" in parts:
-        total = n.sum()
-        new_w = alpha * (n / total if total > 0 else 0.0) + (1.0 - alpha) * w
-        new_w /= new_w.sum()
-    new_var = var.copy()
-    if "variances" in parts:
-        Exx = S / safe_n
-        a = alpha[:, None]
-        new_var = a * Exx + (1.0 - a) * (var + mu * mu) - new_mu * new_mu
-        new_var = np.maximum(new_var, var_floor)
-    return new_w, new_mu, new_var
 
 
 def balanced_frames(frames, max_frames=None, random_state=None):
@@ -280,37 +170,6 @@ def _frame_llr(Xb, ubm, models, top_c):
 # --------------------------------------------------------------------------------------
 
 
-def _check_gmm_arrays(weights, means, variances):
-    w = np.asarray(weights, dtype=np.float64)
-    mu = np.asarray(means, dtype=np.float64)
-    var = np.asarray(variances, dtype=np.float64)
-    if mu.ndim != 2 or var.shape != mu.shape or w.shape != mu.shape[:1]:
-        raise ParameterError(f"weights, means and variances must have shapes (K,), (K, D), (K, D), "
-                             f"got {w.shape}, {mu.shape}, {var.shape}")
-    if np.any(var <= 0):
-        raise ParameterError("variances must all be > 0")
-    return w, mu, var
-
-
-def _check_adapt(adapt):
-    if not isinstance(adapt, str):
-        raise ParameterError(f"adapt must be a comma-separated subset of {', '.join(ADAPT_PARTS)}, got {adapt!r}")
-    parts = [p.strip() for p in adapt.split(",") if p.strip()]
-    bad = [p for p in parts if p not in ADAPT_PARTS]
-    if not parts or bad:
-        raise ParameterError(
-            f"adapt must be a comma-separated subset of {', '.join(ADAPT_PARTS)} (e.g. 'means' or "
-            f"'means,variances'), got {adapt!r}"
-        )
-    return frozenset(parts)
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _seed(random_state):
     if random_state is None or isinstance(random_state, np.random.Generator):
         return random_state
@@ -348,13 +207,13 @@ class UBMClassifier(BaseGMMClassifier):
     ubm_max_frames : int or None, default=300000
         Most frames (balanced across classes) the UBM is trained on.
     tol, reg_covar, max_iter, n_init, init_params, dtype
-        Passed to the UBM's :class:`~audiogmm.gmm.DiagonalGMM`.
+        Passed to the UBM's :class:`~audiogmm.mixture.DiagonalGMM`.
     priors : None, "uniform", "empirical" or array-like of shape (n_classes,), default=None
         As :class:`~audiogmm.classifier.GMMClassifier`.
     random_state : None, int or numpy.random.Generator, default=None
         Seeds the frame balancing and the UBM's initialisation.
     n_jobs : int or None, default=None
-        Threads for the UBM's EM (row blocks, see :class:`~audiogmm.gmm.DiagonalGMM`; the
+        Threads for the UBM's EM (row blocks, see :class:`~audiogmm.mixture.DiagonalGMM`; the
         result does not depend on it). The MAP adaptation runs in this thread.
 
     Attributes
@@ -407,8 +266,8 @@ class UBMClassifier(BaseGMMClassifier):
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ParameterError(f"n_components must be an int >= 1, got {k!r}")
-        _check_positive("relevance_factor", self.relevance_factor)
-        _check_adapt(self.adapt)
+        check_real("relevance_factor", self.relevance_factor, 0.0, include_minimum=False)
+        check_adapt(self.adapt)
         c = self.top_c
         if c is not None and (not isinstance(c, numbers.Integral) or isinstance(c, bool) or c < 1):
             raise ParameterError(f"top_c must be None or an int >= 1, got {c!r}")
@@ -457,7 +316,7 @@ class UBMClassifier(BaseGMMClassifier):
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
         gmms = []
         for f in frames:
-            n, F, S, _ = map_statistics(f, w, mu, var)
+            n, F, S, _ = map_statistics(f, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs)
             wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
                                       adapt=self.adapt, var_floor=float(self.reg_covar) or 1e-6)
             g = fitted_gmm(wc, muc, varc, n_features, self._gmm_params(), {"n_iter": 0}, "class")

@@ -225,9 +225,9 @@ def test_y_validation(rng):
 def test_n_jobs_one_rule_for_engine_classifier_and_pipeline(n_jobs, expected):
     # joblib's convention everywhere: None = 1, negative counts from the CPU count (min 1).
     from audiogmm import pipeline
-    from audiogmm.gmm import _n_threads
+    from audiogmm._validation import check_n_jobs
 
-    assert _n_threads(n_jobs) == expected
+    assert check_n_jobs(n_jobs) == expected
     assert pipeline._check_jobs(n_jobs) == expected
     GMMClassifier(n_components=1, n_jobs=n_jobs).validate_params()  # accepted
 

@@ -75,7 +75,7 @@ def test_gmm_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, audiogmm.gmm; print(sorted(m for m in ('librosa', 'click', 'sklearn') if m in sys.modules))"
+    code = "import sys, audiogmm.mixture; print(sorted(m for m in ('librosa', 'click', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

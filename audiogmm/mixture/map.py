@@ -19,7 +19,7 @@ from ._em import SerialExecutor, ThreadExecutor, _ScratchFrameState, accumulate_
 from ._source import as_source
 from ._stats import auto_block_size, design_weights, numba_kernels, single_blas_thread
 
-__all__ = ["map_statistics", "map_adapt", "ADAPT_PARTS"]
+__all__ = ["map_statistics", "map_adapt", "check_adapt", "ADAPT_PARTS"]
 
 #: The parameters MAP adaptation may update (``adapt`` is a comma-separated subset).
 ADAPT_PARTS = ("means", "weights", "variances")
@@ -140,7 +140,7 @@ def map_adapt(weights, means, variances, n, F, S=None, *, relevance_factor=16.0,
     0.4
     """
     w, mu, var = _check_gmm_arrays(weights, means, variances)
-    parts = _check_adapt(adapt)
+    parts = check_adapt(adapt)
     r = check_real("relevance_factor", relevance_factor, 0.0, include_minimum=False)
     n = np.asarray(n, dtype=np.float64)
     F = np.asarray(F, dtype=np.float64)
@@ -182,7 +182,7 @@ def _check_gmm_arrays(weights, means, variances):
     return w, mu, var
 
 
-def _check_adapt(adapt):
+def check_adapt(adapt):
     if not isinstance(adapt, str):
         raise ParameterError(f"adapt must be a comma-separated subset of {', '.join(ADAPT_PARTS)}, got {adapt!r}")
     parts = [p.strip() for p in adapt.split(",") if p.strip()]
