@@ -41,43 +41,120 @@ def _handle_errors(func):
             raise click.UsageError(str(exc), click.get_current_context()) from None
         except AudiogmmError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            for progress in list(_LIVE):
+                progress.close()
+            click.echo("Interrupted (Ctrl-C).", err=True)
+            raise click.exceptions.Exit(130) from None
+        finally:
+            for progress in list(_LIVE):
+                progress.close()
 
     return wrapper
 
 
-class _Progress:
-    """Progress on stderr: redrawn in place on a terminal, one line per stage otherwise."""
+#: Renderers alive in this process, closed on Ctrl-C so the message starts on a clean line.
+_LIVE = []
 
-    def __init__(self, quiet):
+#: What a stage counts, for the bar's rate (files unless named here or an EM stage).
+_UNITS = {"folds": "fold", "training": "class"}
+
+
+class _Progress:
+    """Render ``progress(stage, done, total)`` calls on stderr; warnings go through :meth:`write`.
+
+    On a terminal each stage is a tqdm bar with rate and ETA (several at once when classes are
+    fitted in parallel), redrawn in place; warnings are printed above the bars. Elsewhere (a
+    pipe, a log file, CliRunner) each stage prints one line when it ends. Nothing with ``quiet``.
+
+    tqdm rather than click.progressbar or rich: click's bar wraps one iterable and cannot draw
+    several bars or print above them, and rich is a large dependency for one bar; tqdm is small,
+    widely kept, thread-safe and has ``tqdm.write`` for lines above the bars.
+    """
+
+    def __init__(self, quiet, stream=None, tty=None):
+        import threading
+
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = _isatty(self.stream) if tty is None else tty
+        self.bars = {}
         self.started = {}
-        self.last_draw = 0.0
+        self.lock = threading.RLock()
+        _LIVE.append(self)
 
     def __call__(self, stage, done, total):
         if self.quiet:
             return
-        now = time.monotonic()
-        start = self.started.setdefault(stage, now)
-        finished = done >= total
-        if self.tty and (finished or now - self.last_draw > 0.1):
-            self.last_draw = now
-            click.echo(f"\r{stage}: {done}/{total}", nl=False, err=True)
-            if finished:
-                click.echo(f" ({now - start:.1f} s)", err=True)
-        elif not self.tty and finished:
-            click.echo(f"{stage}: {done}/{total} ({now - start:.1f} s)", err=True)
+        with self.lock:
+            if self.tty:
+                self._draw(stage, done, total)
+            else:
+                start = self.started.setdefault(stage, time.monotonic())
+                if done >= total:
+                    del self.started[stage]
+                    self.write(f"{stage}: {done}/{total} ({time.monotonic() - start:.1f} s)")
+
+    def _draw(self, stage, done, total):
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            unit = "it" if stage.startswith("EM ") else _UNITS.get(stage, "file")
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=self.stream,
+                                          dynamic_ncols=True, mininterval=0.1, leave=True)
+        if bar.total != total:
+            bar.total = total
+        if done >= total:
+            bar.n = done
+            bar.close()
+            del self.bars[stage]
+        elif done < bar.n:  # a stage restarted (the next candidate K of -k auto)
+            bar.reset(total)
+            bar.update(done)
+        else:
+            bar.update(done - bar.n)
+
+    def write(self, line):
+        """Print ``line`` on stderr, above the bars (on a terminal)."""
+        if self.quiet:
+            return
+        with self.lock:
+            if self.bars:
+                from tqdm import tqdm
+
+                tqdm.write(line, file=self.stream)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def close(self):
+        """Close the bars still drawn (after an error or Ctrl-C), so what follows starts a line."""
+        with self.lock:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
+        if self in _LIVE:
+            _LIVE.remove(self)
 
 
-def _show_warnings(quiet):
-    """Print warnings as ``Warning: ...`` on stderr (none with --quiet)."""
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _start(quiet):
+    """The progress renderer of a command, with warnings shown as ``Warning: ...`` above its bars."""
+    progress = _Progress(quiet)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not quiet:
-            click.echo(f"Warning: {message}", err=True)
+        progress.write(f"Warning: {message}")
 
     warnings.showwarning = show
     warnings.simplefilter("always" if not quiet else "ignore")
+    return progress
 
 
 def _check_jobs_option(ctx, param, value):
@@ -301,13 +378,13 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
                      tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors, relevance_factor=relevance_factor,
                      top_c=top_c, adapt=adapt)
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
     )
     model.save(output)
     s = model.summary
@@ -361,16 +438,16 @@ def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt
     """Label each recording in PATHS (files, or folders searched recursively)."""
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     model = _load(model_path)
     if segment is not None:
         timelines, n_other = pipeline.predict_segments(model, paths, segment, min_confidence=min_confidence,
-                                                       n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet))
+                                                       n_jobs=jobs, cache_dir=cache_dir, progress=progress)
         _print_timelines(timelines, n_other, model.classes, fmt, quiet, paths)
         return
     preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence,
                                       excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs,
-                                      cache_dir=cache_dir, progress=_Progress(quiet))
+                                      cache_dir=cache_dir, progress=progress)
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
     classes = model.classes
@@ -493,7 +570,7 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     if len(sources) > 2:
         raise click.UsageError("give DATA, or MODEL and DATA")
     protocol_opts = {"--cv": n_splits, "--group-by": group_by, "--test": test_globs or None,
@@ -511,7 +588,7 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
                 f"(cross-validating a recipe on DATA); a trained MODEL keeps the recipe it was trained with")
         model = _load(sources[0])
         ev = pipeline.evaluate(model, sources[1], include=include, exclude=exclude, n_jobs=jobs,
-                               cache_dir=cache_dir, progress=_Progress(quiet))
+                               cache_dir=cache_dir, progress=progress)
     else:
         data = sources[0]
         if train_list is not None and not (test_globs or test_list):
@@ -525,7 +602,7 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         ev = pipeline.cross_validate(
             data, recipe, n_splits=n_splits or 5, group_by=group_by, test=test or None,
             train=_read_list(train_list) if train_list else None, clip=clip, include=include, exclude=exclude,
-            n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
+            n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
         )
     if plot is not None:
         _plot(ev, plot, quiet)
@@ -637,10 +714,10 @@ def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feat
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     config = _feature_config(preset, **feature_overrides)
     summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
-                                      n_jobs=jobs, progress=_Progress(quiet))
+                                      n_jobs=jobs, progress=progress)
     if fmt == "json":
         click.echo(json.dumps({**summary, "cache": str(cache_dir), "feature_config": config.to_dict()}, indent=2))
     else:
@@ -732,8 +809,7 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
     from . import pipeline
     from .demo import write_demo_corpus
 
-    _show_warnings(quiet)
-    progress = _Progress(quiet)
+    progress = _start(quiet)
     corpus = directory / f"corpus-seed{seed}"
     train_dir, test_dir = corpus / "train", corpus / "test"
     if train_dir.is_dir() and test_dir.is_dir():  # generated before with this seed: byte-identical
@@ -796,11 +872,11 @@ def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     model = _load(model_path)
     entries, report_path = pipeline.sort_library(
         model, music_dir, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
-        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet),
+        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=progress,
     )
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in entries], indent=2))

@@ -376,6 +376,11 @@ def train(
     _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
+    if len(labels) < 2:  # a classifier of one class would give every recording that label
+        raise TrainingError(
+            f"the dataset has one class ({', '.join(map(repr, labels))}, {len(rows)} recording(s)): a classifier "
+            f"needs at least two; add a sub-folder (or manifest label) per class"
+        )
 
     t0 = time.perf_counter()
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
@@ -387,13 +392,9 @@ def train(
             f"class(es) {', '.join(map(repr, empty))} have no usable recording "
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
-    if progress:
-        progress("training", 0, len(labels))
     t0 = time.perf_counter()
-    clf.fit([X for _, X in usable], [r.label for r, _ in usable])
+    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
     t_fit = time.perf_counter() - t0
-    if progress:
-        progress("training", len(labels), len(labels))
     hop_s = config.hop_ms / 1000.0
     summary = {
         "dataset": str(dataset) if isinstance(dataset, (str, Path)) else None,
