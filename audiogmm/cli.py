@@ -176,20 +176,25 @@ def _common(func):
 def _filters(func):
     func = click.option(
         "--exclude", multiple=True, metavar="GLOB",
-        help="Leave out recordings whose path (relative to DATA) matches; repeatable. E.g. '*_[0-4].wav'.",
+        help="Leave out recordings whose path (relative to the folder or manifest given) matches; repeatable. "
+             "E.g. '*_[0-4].wav'.",
     )(func)
     func = click.option(
         "--include", multiple=True, metavar="GLOB",
-        help="Use only recordings whose path (relative to DATA) matches; repeatable.",
+        help="Use only recordings whose path (relative to the folder or manifest given) matches; repeatable.",
     )(func)
     return func
 
 
-def _format_option(choices=("table", "csv", "json")):
+#: Every command's --format: the same three choices everywhere.
+FORMATS = ("table", "csv", "json")
+
+
+def _format_option(func):
     return click.option(
-        "-f", "--format", "fmt", type=click.Choice(choices), default="table", show_default=True,
-        help="Output format on stdout.",
-    )
+        "-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+        help="Output on stdout: an aligned table, CSV (one header row) or JSON.",
+    )(func)
 
 
 def _excerpt_options(func):
@@ -207,7 +212,7 @@ def _excerpt_options(func):
 
 _min_confidence_option = click.option(
     "--min-confidence", type=click.FloatRange(0, 1), default=None, metavar="P",
-    help="Label a recording 'unknown' when its top probability is below P.",
+    help="Label a recording 'unknown' when its confidence (top class probability) is below P.",
 )
 
 
@@ -279,7 +284,7 @@ def _feature_options(func):
 def _cache_option(func):
     return click.option(
         "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        envvar="AUDIOGMM_CACHE", show_envvar=True, metavar="DIR",
+        envvar="AUDIOGMM_CACHE", show_envvar=True, metavar="STORE",
         help="Feature cache folder: features are read from it when present and written to it "
              "otherwise (keyed on each file's path, size and mtime plus the feature options).",
     )(func)
@@ -370,11 +375,12 @@ def _recipe(preset, feature_overrides, **params):
 @_model_options
 @_feature_options
 @_filters
+@_format_option
 @_cache_option
 @_common
 @_handle_errors
 def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
-          adapt, clip, seed, preset, include, exclude, cache_dir, jobs, quiet, **feature_overrides):
+          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
@@ -388,14 +394,25 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
     )
     model.save(output)
     s = model.summary
-    click.echo(
-        f"Trained {len(model.classes)} classes on {s['n_recordings']} recordings "
-        f"({s['n_skipped']} skipped) -> {output}"
-    )
-    click.echo(_class_table(model))
+    if fmt == "json":
+        click.echo(json.dumps({"model": str(output), "classes": model.classes, "training": s}, indent=2, default=str))
+    elif fmt == "csv":
+        _write_csv([c.replace(" ", "_") for c in _CLASS_COLUMNS], _class_rows(model))
+    else:
+        click.echo(f"Trained {len(model.classes)} classes on {s['n_recordings']} recordings "
+                   f"({s['n_skipped']} skipped) -> {output}")
+        click.echo(_class_table(model))
+
+
+_CLASS_COLUMNS = ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"]
 
 
 def _class_table(model):
+    """Per-class training facts as a text table."""
+    return _table(_class_rows(model), _CLASS_COLUMNS)
+
+
+def _class_rows(model):
     """Per-class training facts; for a UBM model, the UBM's EM facts first, classes marked MAP-adapted."""
     clf = model.classifier
     ubm = getattr(clf, "ubm_", None)
@@ -409,7 +426,7 @@ def _class_table(model):
         else:
             rows.append([lab, n_rec, n_fr, g.weights_.shape[0], "yes" if g.converged_ else "no", g.n_iter_,
                          f"{g.lower_bound_:.3f}"])
-    return _table(rows, ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"])
+    return rows
 
 
 # -- predict --------------------------------------------------------------------------------
@@ -425,34 +442,38 @@ Examples:
 @main.command(epilog=PREDICT_EPILOG)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@_format_option()
+@_format_option
 @_min_confidence_option
 @click.option("--segment", type=float, default=None, metavar="SECONDS",
-              help="Print a timeline per recording instead: start, end, label and probabilities of "
-                   "every SECONDS-long stretch.")
+              help="Print a timeline per recording instead: start, end, label, confidence and class "
+                   "probabilities of every SECONDS-long stretch.")
 @_excerpt_options
+@_filters
 @_cache_option
 @_common
 @_handle_errors
-def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt_seconds, cache_dir, jobs, quiet):
-    """Label each recording in PATHS (files, or folders searched recursively)."""
+def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt_seconds, include, exclude,
+            cache_dir, jobs, quiet):
+    """Label each recording in PATHS (audio files, folders searched recursively, or manifests)."""
     from . import pipeline
 
     progress = _start(quiet)
     model = _load(model_path)
     if segment is not None:
-        timelines, n_other = pipeline.predict_segments(model, paths, segment, min_confidence=min_confidence,
-                                                       n_jobs=jobs, cache_dir=cache_dir, progress=progress)
+        audio, n_other = pipeline.find_inputs(paths, include=include, exclude=exclude)
+        timelines, _ = pipeline.predict_segments(model, audio, segment, min_confidence=min_confidence,
+                                                 n_jobs=jobs, cache_dir=cache_dir, progress=progress)
         _print_timelines(timelines, n_other, model.classes, fmt, quiet, paths)
         return
     preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence,
-                                      excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs,
-                                      cache_dir=cache_dir, progress=progress)
+                                      excerpts=(n_excerpts, excerpt_seconds), include=include, exclude=exclude,
+                                      n_jobs=jobs, cache_dir=cache_dir, progress=progress)
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
     classes = model.classes
     if fmt == "json":
-        click.echo(json.dumps([_prediction_dict(p, classes) for p in preds], indent=2))
+        click.echo(json.dumps({"summary": _prediction_counts(preds, n_other),
+                               "predictions": [_prediction_dict(p, classes) for p in preds]}, indent=2))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["path", "label", "confidence"] + [f"p_{c}" for c in classes] + ["error"])
@@ -460,9 +481,29 @@ def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt
             probs = [f"{x:.6f}" for x in p.probabilities] if p.probabilities is not None else [""] * len(classes)
             w.writerow([p.path, p.label or "", f"{p.confidence:.6f}" if p.label else ""] + probs + [p.error or ""])
     else:
-        rows = [[p.path, p.label or "(skipped)", f"{p.confidence:.3f}" if p.label else p.error] for p in preds]
-        click.echo(_table(rows, ["path", "label", "probability"], ["<", "<", "<"]))
+        rows = [[p.path, p.label or "-", f"{p.confidence:.3f}" if p.label else "-"] for p in preds]
+        headers, align = ["path", "label", "confidence"], ["<", "<", ">"]
+        if any(p.error is not None for p in preds):  # the reason in a last column, not in the numbers
+            rows = [r + [_one_line(p.error) if p.error is not None else ""] for r, p in zip(rows, preds)]
+            headers, align = headers + ["error"], align + ["<"]
+        click.echo(_table(rows, headers, align))
     _summarise_unreadable(preds, n_other, quiet, "labelled")
+
+
+def _one_line(text, width=100):
+    """``text`` on one line, cut to ``width`` characters (the full reason is in the CSV/JSON)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _prediction_counts(preds, n_other):
+    """The counts of a predict run: predicted (a class), unknown (below --min-confidence), unreadable, non-audio."""
+    from .pipeline import UNKNOWN
+
+    unreadable = sum(p.error is not None for p in preds)
+    unknown = sum(p.error is None and p.label == UNKNOWN for p in preds)
+    return {"n_files": len(preds), "predicted": len(preds) - unreadable - unknown, "unknown": unknown,
+            "unreadable": unreadable, "non_audio": n_other}
 
 
 def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
@@ -492,11 +533,13 @@ def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
             if t.error is not None:
                 blocks.append(f"{t.path}: skipped ({t.error})")
                 continue
-            rows = [[f"{s.start:.2f}", f"{s.end:.2f}", s.label or "(silence)"]
+            rows = [[f"{s.start:.2f}", f"{s.end:.2f}", s.label or "(silence)",
+                     "-" if s.confidence is None else f"{s.confidence:.3f}"]
                     + ([f"{x:.3f}" for x in s.probabilities] if s.probabilities is not None else [""] * len(classes))
                     for s in t.segments]
             blocks.append(f"{t.path} ({t.duration:.2f} s)\n"
-                          + _table(rows, ["start", "end", "label", *classes], [">", ">", "<"] + [">"] * len(classes)))
+                          + _table(rows, ["start", "end", "label", "confidence", *classes],
+                                   [">", ">", "<", ">"] + [">"] * len(classes)))
         click.echo("\n\n".join(blocks))
     _summarise_unreadable(timelines, n_other, quiet, "segmented")
 
@@ -555,7 +598,7 @@ Without a model: train and test by cross-validation, no group on both sides
               help="Also draw the confusion matrix and DET curve into PNG (needs matplotlib).")
 @_model_options
 @_feature_options
-@_format_option(("table", "json"))
+@_format_option
 @_filters
 @_cache_option
 @_common
@@ -606,7 +649,28 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         )
     if plot is not None:
         _plot(ev, plot, quiet)
-    click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+    if fmt == "csv":
+        _write_csv(*_evaluation_csv(ev))
+    else:
+        click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+
+
+def _evaluation_csv(ev):
+    """``(header, rows)`` of an evaluation in long form: one ``metric,label,value`` row per figure.
+
+    Overall figures have an empty label; per-class ones name the class; ``confusion`` rows
+    name ``true->predicted``. Long form, so new figures add rows, never columns.
+    """
+    rows = [["n_recordings", "", len(ev.y_true)], ["n_skipped", "", len(ev.skipped)],
+            ["accuracy", "", ev.accuracy], ["balanced_accuracy", "", ev.balanced_accuracy],
+            ["macro_f1", "", ev.macro_f1]]
+    if ev.eer is not None:
+        rows.append(["eer", "", ev.eer])
+    for name, values in (("precision", ev.precision), ("recall", ev.recall), ("f1", ev.f1), ("support", ev.support)):
+        rows += [[name, lab, v.item()] for lab, v in zip(ev.labels, values)]
+    rows += [["confusion", f"{t}->{p}", int(ev.confusion[i, j])]
+             for i, t in enumerate(ev.labels) for j, p in enumerate(ev.labels)]
+    return ["metric", "label", "value"], rows
 
 
 def _read_list(path):
@@ -692,7 +756,7 @@ def _evaluation_report(ev):
 # -- features -------------------------------------------------------------------------------
 FEATURES_EPILOG = """\b
 Examples:
-  audiogmm features SONGS/ -o feats/ --preset music --jobs 2
+  audiogmm features SONGS/ --cache feats/ --preset music --jobs 2
   audiogmm train SONGS/ -o genres.agmm --preset music --cache feats/   # reads, never decodes
   AUDIOGMM_CACHE=feats/ audiogmm evaluate genres.agmm TEST/
 """
@@ -700,26 +764,37 @@ Examples:
 
 @main.command(epilog=FEATURES_EPILOG)
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              metavar="FEATURES_DIR", help="Cache folder to fill (created if missing); pass it later as --cache.")
+@click.option("-o", "--output", "legacy_output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              hidden=True, help="Deprecated: --cache.")
 @_feature_options
 @_filters
-@_format_option(("table", "json"))
+@_format_option
+@_cache_option
 @_common
 @_handle_errors
-def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feature_overrides):
-    """Precompute the features of DATA (folders, manifests or audio files) into a cache folder.
+def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
+    """Precompute the features of DATA (folders, manifests or audio files) into the store --cache.
 
     Use the same feature options (--preset ...) as the train/predict runs that will read it.
     """
     from . import pipeline
 
     progress = _start(quiet)
+    if legacy_output is not None:
+        if cache_dir is not None and cache_dir != legacy_output:
+            raise click.UsageError("give the feature store once, as --cache STORE (-o/--output is its old name)")
+        progress.write("Warning: -o/--output of 'features' is deprecated: write --cache STORE, as in every command")
+        cache_dir = legacy_output
+    if cache_dir is None:
+        raise click.UsageError("missing option '--cache STORE': the feature store to fill (or set AUDIOGMM_CACHE)")
     config = _feature_config(preset, **feature_overrides)
     summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
                                       n_jobs=jobs, progress=progress)
+    counts = {k: summary[k] for k in ("n_files", "n_extracted", "n_cached", "n_skipped", "frames")}
     if fmt == "json":
         click.echo(json.dumps({**summary, "cache": str(cache_dir), "feature_config": config.to_dict()}, indent=2))
+    elif fmt == "csv":
+        _write_csv(["cache", *counts, "n_features"], [[str(cache_dir), *counts.values(), config.n_features]])
     else:
         click.echo(f"{summary['n_files']} recordings: {summary['n_extracted']} extracted, "
                    f"{summary['n_cached']} already cached, {summary['n_skipped']} skipped -> {cache_dir} "
@@ -728,10 +803,16 @@ def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feat
         raise click.ClickException("no recording could be read")
 
 
+def _write_csv(header, rows):
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+
+
 # -- info -----------------------------------------------------------------------------------
 @main.command(epilog="\b\nExamples:\n  audiogmm info genres.agmm\n  audiogmm info genres.agmm --format json")
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_format_option(("table", "json"))
+@_format_option
 @_handle_errors
 def info(model_path, fmt):
     """Show a model's classes, components, feature configuration and training summary."""
@@ -750,6 +831,9 @@ def info(model_path, fmt):
             "n_features": int(clf.n_features_in_),
             "training": model.summary,
         }, indent=2, default=str))
+        return
+    if fmt == "csv":  # the per-class facts; the rest is in --format json
+        _write_csv([c.replace(" ", "_") for c in _CLASS_COLUMNS], _class_rows(model))
         return
     meta = model.metadata
     click.echo(f"model        {model_path}")
@@ -789,7 +873,7 @@ Examples:
               help="Write the corpus and model here and keep them (default: a temporary folder, removed after).")
 @click.option("-k", "--n-components", type=int, default=8, show_default=True, help="Mixture components per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus and of training.")
-@_format_option(("table", "json"))
+@_format_option
 @_common
 @_handle_errors
 def demo(directory, n_components, seed, fmt, jobs, quiet):
@@ -827,6 +911,9 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
         click.echo(json.dumps({"n_components": n_components, "seed": seed, "train": model.summary,
                                "evaluation": ev.to_dict()}, indent=2))
         return
+    if fmt == "csv":
+        _write_csv(*_evaluation_csv(ev))
+        return
     s = model.summary
     click.echo(f"audiogmm demo: {len(model.classes)} classes ({', '.join(model.classes)}), "
                f"{s['n_recordings']} training and {len(ev.y_true)} test recordings, "
@@ -856,7 +943,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Print what would be done; touch nothing.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV report listing every source file once [INTO/audiogmm-sort-report.csv].")
-@_format_option()
+@_format_option
 @_min_confidence_option
 @_excerpt_options
 @_cache_option
@@ -883,13 +970,12 @@ def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence
     elif fmt == "csv":
         from .sorting import REPORT_FIELDS
 
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(REPORT_FIELDS)
-        w.writerows(e.row() for e in entries)
+        _write_csv(REPORT_FIELDS, (e.row() for e in entries))
     else:
         rows = [[e.source, e.decision, "" if e.confidence is None else f"{e.confidence:.2f}", e.action,
                  e.destination] for e in entries]
-        click.echo(_table(rows, ["source", "decision", "p", "action", "destination"], ["<", "<", ">", "<", "<"]))
+        click.echo(_table(rows, ["source", "decision", "confidence", "action", "destination"],
+                          ["<", "<", ">", "<", "<"]))
     counts = {}
     for e in entries:
         counts[e.action] = counts.get(e.action, 0) + 1

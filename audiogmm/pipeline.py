@@ -34,6 +34,7 @@ __all__ = [
     "train",
     "predict",
     "predict_segments",
+    "find_inputs",
     "evaluate",
     "cross_validate",
     "Prediction",
@@ -537,8 +538,47 @@ def _apply_confidence(preds, min_confidence):
 DEFAULT_EXCERPTS = (4, 30.0)
 
 
-def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_jobs=1, cache_dir=None,
-            progress=None):
+def find_inputs(paths, *, include=(), exclude=()):
+    """The audio files to classify in ``paths``: files, folders (walked recursively) and manifests.
+
+    A manifest (``.csv``/``.tsv``/``.txt``, read by :func:`audiogmm.dataset.discover`) gives its
+    recordings, its labels unused. ``include``/``exclude`` are glob patterns on each file's path
+    relative to the folder or manifest it was found through (a file given by itself: its path as
+    given), as for training.
+
+    Returns
+    -------
+    audio : list of Path
+        Without duplicates, in the order given.
+    n_other : int
+        Non-audio files found in the folders and passed over.
+
+    Raises
+    ------
+    ParameterError
+        A path does not exist, a manifest is malformed, or the patterns leave nothing.
+    """
+    import fnmatch
+
+    def kept(name):
+        return ((not include or any(fnmatch.fnmatchcase(name, g) for g in include))
+                and not any(fnmatch.fnmatchcase(name, g) for g in exclude))
+
+    found, n_other = [], 0
+    for item in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if item.is_file() and item.suffix.lower() in _dataset.MANIFEST_SUFFIXES:
+            found += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
+            continue
+        audio, other = _dataset.find_audio([item])
+        n_other += other
+        found += [f for f in audio if kept(f.relative_to(item).as_posix() if item.is_dir() else item.as_posix())]
+    if (include or exclude) and not found:
+        raise ParameterError("no audio file is left after --include/--exclude: check the patterns")
+    return _dataset.find_audio(found)[0], n_other
+
+
+def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, include=(), exclude=(), n_jobs=1,
+            cache_dir=None, progress=None):
     """Label recordings (files, or folders walked recursively).
 
     A long recording costs a bounded amount of work: with ``excerpts=(n, seconds)`` a
@@ -558,6 +598,8 @@ def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_j
         and scores are still reported).
     excerpts : (int, float) or None, default=(4, 30.0)
         ``(n_excerpts, seconds)`` for long recordings, as described above.
+    include, exclude : sequence of str
+        Glob patterns; ``paths`` may also hold manifests (see :func:`find_inputs`).
     n_jobs : int, default=1
     cache_dir : str or Path, optional
         Feature cache folder; see :func:`extract_features`.
@@ -573,7 +615,7 @@ def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_j
     min_confidence = _check_confidence(min_confidence)
     excerpts = _check_excerpts(excerpts)
     _check_cache_dir(cache_dir)
-    audio, n_other = _dataset.find_audio(paths)
+    audio, n_other = find_inputs(paths, include=include, exclude=exclude)
     preds = _predict_paths(model, audio, n_jobs, progress, "predicting", cache_dir, excerpts)
     return _apply_confidence(preds, min_confidence), n_other
 

@@ -1,7 +1,9 @@
 """What a user meets at the command line: progress, Ctrl-C, consistent options and messages."""
 
 import contextlib
+import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -134,3 +136,93 @@ def test_ctrl_c_exits_130_with_one_line(runner, tone_corpus, tmp_path, monkeypat
     assert result.exit_code == 130
     assert result.stderr.strip() == "Interrupted (Ctrl-C)."
     assert "Traceback" not in result.output
+
+
+# -- 3. predict output: the reason apart from the numbers, a JSON summary, one word "confidence" ------
+def test_unreadable_file_reason_is_in_its_own_column_and_counted(runner, trained, tone_corpus):
+    low = tone_corpus / "test" / "low"
+    (low / "broken.wav").write_bytes(b"RIFF\x00\x00not really audio")
+    (low / "cover.jpg").write_bytes(b"\xff\xd8")
+    result = runner.invoke(main, ["predict", str(trained), str(low)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["path", "label", "confidence", "error"]
+    broken = next(line for line in lines if "broken.wav" in line).split()
+    assert broken[1:3] == ["-", "-"] and len(broken) > 3  # the reason after the numbers
+    good = next(line for line in lines if "low_0.wav" in line).split()
+    assert good[1] == "low" and 0 < float(good[2]) <= 1 and len(good) == 3
+    assert "2 labelled, 1 skipped as unreadable, 1 non-audio" in result.stderr
+
+    result = runner.invoke(main, ["predict", str(trained), str(low), "-f", "json", "--min-confidence", "1"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["summary"] == {"n_files": 3, "predicted": 0, "unknown": 2, "unreadable": 1, "non_audio": 1}
+    assert [p["label"] for p in out["predictions"]] == [None, "unknown", "unknown"]
+
+
+def test_confidence_is_the_one_name(runner, trained, tone_corpus, tmp_path, write_wav):
+    from conftest import synth_tone
+
+    result = runner.invoke(main, ["predict", str(trained), str(tone_corpus / "test"), "-f", "csv"])
+    assert "confidence" in result.stdout.splitlines()[0].split(",")
+    path = write_wav("long/mix.wav", np.concatenate([synth_tone("low", seconds=1.0), synth_tone("high", seconds=1.0)]))
+    result = runner.invoke(main, ["predict", str(trained), str(path), "--segment", "1"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[1].split()
+    assert header[:4] == ["start", "end", "label", "confidence"]
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "a.wav").write_bytes((tone_corpus / "test" / "low" / "low_0.wav").read_bytes())
+    result = runner.invoke(main, ["sort", str(trained), str(music), "--into", str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].split() == ["source", "decision", "confidence", "action", "destination"]
+    for command in ([], ["predict"], ["sort"]):
+        text = runner.invoke(main, [*command, "--help"]).output
+        assert "probability is below" not in text and " p " not in text
+
+
+# -- 4. one option name, one set of formats, manifests and filters everywhere ---------------------
+def test_features_takes_cache_and_warns_on_the_old_output_option(runner, tone_corpus, tmp_path):
+    data = str(tone_corpus / "train")
+    result = runner.invoke(main, ["features", data, "--cache", str(tmp_path / "s1"), "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows[0]["n_files"] == "12" and rows[0]["n_extracted"] == "12"
+    result = runner.invoke(main, ["features", data, "-o", str(tmp_path / "s2")])
+    assert result.exit_code == 0, result.output
+    assert "-o/--output of 'features' is deprecated" in result.stderr and (tmp_path / "s2").is_dir()
+    assert "--output" not in runner.invoke(main, ["features", "--help"]).output
+    result = runner.invoke(main, ["features", data], env={"AUDIOGMM_CACHE": None})
+    assert result.exit_code == 2 and "--cache STORE" in result.stderr
+
+
+def test_every_command_offers_the_same_formats(runner, trained, tone_corpus):
+    for command in ("train", "predict", "evaluate", "features", "info", "demo", "sort"):
+        text = runner.invoke(main, [command, "--help"]).output
+        assert "[table|csv|json]" in text, command
+    result = runner.invoke(main, ["info", str(trained), "-f", "csv"])
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["class"] for r in rows] == ["high", "low", "noise"] and rows[0]["components"] == "2"
+    result = runner.invoke(main, ["evaluate", str(trained), str(tone_corpus / "test"), "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    figures = {(r["metric"], r["label"]): float(r["value"]) for r in rows}
+    assert figures[("n_recordings", "")] == 6 and 0 <= figures[("accuracy", "")] <= 1
+    assert sum(v for (m, _), v in figures.items() if m == "confusion") == 6
+
+
+def test_predict_accepts_manifests_and_filters(runner, trained, tone_corpus):
+    test_dir = tone_corpus / "test"
+    result = runner.invoke(main, ["predict", str(trained), str(test_dir), "--include", "low/*", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    paths = [p["path"] for p in json.loads(result.stdout)["predictions"]]
+    assert len(paths) == 2 and all("/low/" in p for p in paths)
+    manifest = tone_corpus / "test.csv"
+    manifest.write_text("path,label\n" + "".join(f"test/{k}/{k}_{i}.wav,{k}\n" for k in ("low", "high")
+                                                 for i in range(2)))
+    result = runner.invoke(main, ["predict", str(trained), str(manifest), "--exclude", "*_1.wav", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["label"] for r in rows) == ["high", "low"]
+    result = runner.invoke(main, ["predict", str(trained), str(test_dir), "--include", "nothing*"])
+    assert result.exit_code == 2 and "--include/--exclude" in result.stderr
