@@ -352,8 +352,10 @@ def _model_options(func):
                      help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances "
                           "[the preset's; means]."),
         click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-                     help="Cut recordings into clips of SECONDS and train (and test) on the clips."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same data and seed, same model."),
+                     help="Cut recordings into clips of SECONDS (a shorter tail is dropped) and train or test on "
+                          "the clips, each an item; with a MODEL, evaluate it on clips of the test recordings."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Random seed (an int >= 0): same data and seed, same model."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -616,10 +618,12 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
     progress = _start(quiet)
     if len(sources) > 2:
         raise click.UsageError("give DATA, or MODEL and DATA")
+    if plot is not None:
+        _check_matplotlib()
     protocol_opts = {"--cv": n_splits, "--group-by": group_by, "--test": test_globs or None,
                      "--test-list": test_list, "--train-list": train_list}
     if len(sources) == 2:
-        recipe_opts = {"--clip": clip, "--method": method, "--n-components": n_components, "--max-iter": max_iter,
+        recipe_opts = {"--method": method, "--n-components": n_components, "--max-iter": max_iter,
                        "--tol": tol, "--reg-covar": reg_covar, "--n-init": n_init, "--priors": priors,
                        "--relevance-factor": relevance_factor, "--top-c": top_c, "--adapt": adapt,
                        "--preset": preset}
@@ -630,7 +634,7 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
                 f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only without a MODEL "
                 f"(cross-validating a recipe on DATA); a trained MODEL keeps the recipe it was trained with")
         model = _load(sources[0])
-        ev = pipeline.evaluate(model, sources[1], include=include, exclude=exclude, n_jobs=jobs,
+        ev = pipeline.evaluate(model, sources[1], clip=clip, include=include, exclude=exclude, n_jobs=jobs,
                                cache_dir=cache_dir, progress=progress)
     else:
         data = sources[0]
@@ -653,6 +657,13 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         _write_csv(*_evaluation_csv(ev))
     else:
         click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+    if len(sources) == 2:  # after the report, so the figures are there to read
+        unknown = sorted(set(ev.y_true) - set(model.classes))
+        if unknown:
+            n = sum(t in unknown for t in ev.y_true)
+            raise click.ClickException(
+                f"{n} test item(s) have label(s) the model does not know ({', '.join(unknown)}): the figures count "
+                f"them as errors; evaluate on data labelled with the model's classes ({', '.join(model.classes)})")
 
 
 def _evaluation_csv(ev):
@@ -679,19 +690,24 @@ def _read_list(path):
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def _check_matplotlib():
+    """Refuse --plot before any work when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib "
+            "(or, in a source checkout, pip install -e \".[plot]\"); or leave out --plot") from None
+
+
 def _plot(ev, path, quiet):
-    """Confusion matrix (and DET curve when there is one) into a PNG; a warning without matplotlib."""
+    """Confusion matrix (and DET curve when there is one) into a PNG (matplotlib checked before the run)."""
     import numpy as np
 
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        if not quiet:
-            click.echo("Warning: --plot needs matplotlib (pip install 'audiogmm[plot]'); no PNG written", err=True)
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     n = 2 if ev.verification else 1
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 5), squeeze=False)
     ax = axes[0, 0]
@@ -872,7 +888,8 @@ Examples:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the corpus and model here and keep them (default: a temporary folder, removed after).")
 @click.option("-k", "--n-components", type=int, default=8, show_default=True, help="Mixture components per class.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus and of training.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the corpus and of training (an int >= 0).")
 @_format_option
 @_common
 @_handle_errors

@@ -226,3 +226,106 @@ def test_predict_accepts_manifests_and_filters(runner, trained, tone_corpus):
     assert sorted(r["label"] for r in rows) == ["high", "low"]
     result = runner.invoke(main, ["predict", str(trained), str(test_dir), "--include", "nothing*"])
     assert result.exit_code == 2 and "--include/--exclude" in result.stderr
+
+
+# -- 5. a model evaluated on clips of long recordings ------------------------------------------
+def test_evaluate_a_model_on_clips(runner, trained, tone_corpus, tmp_path, write_wav):
+    import soundfile as sf
+
+    from audiogmm import pipeline
+    from audiogmm.evaluation import clip_config, cut_clips
+    from audiogmm.features import extract_file
+    from audiogmm.persistence import load_model
+
+    test = tone_corpus / "test"
+    for kind in ("low", "high"):  # two test recordings end to end, plus a 0.2-s tail (dropped)
+        y = np.concatenate([sf.read(test / kind / f"{kind}_{i}.wav", dtype="float32")[0] for i in (0, 1, 0)])
+        write_wav(f"long/{kind}/{kind}.wav", y[:16000 + 3200])
+    write_wav("long/low/short.wav", sf.read(test / "low" / "low_1.wav", dtype="float32")[0][:4000])  # one clip
+    ev = pipeline.evaluate(load_model(trained), tmp_path / "long", clip=0.5)
+    assert len(ev.y_true) == 5 and ev.y_true.count("low") == 3
+    assert sorted(p.path.rsplit("/", 1)[1] for p in ev.predictions) == [
+        "high.wav#0", "high.wav#1", "low.wav#0", "low.wav#1", "short.wav#0"]
+    assert not ev.skipped and len(ev.y_pred) == 5
+    # each clip scored as the model's features of that clip (extracted as in training, then cut)
+    model = load_model(trained)
+    config = model.feature_config
+    X = extract_file(tmp_path / "long" / "high" / "high.wav", clip_config(config, 0.5))
+    clips = cut_clips(X, config, 0.5)
+    assert len(clips) == 2
+    np.testing.assert_allclose([p.scores for p in ev.predictions[:2]], model.classifier.score_recordings(clips))
+    result = runner.invoke(main, ["evaluate", str(trained), str(tmp_path / "long"), "--clip", "0.5", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_recordings"] == 5
+    result = runner.invoke(main, ["evaluate", str(trained), str(tmp_path / "long"), "--clip", "0.5", "-k", "4"])
+    assert result.exit_code == 2 and "--n-components applies only without a MODEL" in result.stderr
+
+
+# -- 6. loose files and a single class -----------------------------------------------------------
+def test_one_class_dataset_is_an_error_before_any_extraction(runner, tone_corpus, tmp_path, monkeypatch):
+    from audiogmm import pipeline
+
+    only = tone_corpus / "train"
+    for kind in ("high", "noise"):
+        for f in (only / kind).iterdir():
+            f.unlink()
+        (only / kind).rmdir()
+    monkeypatch.setattr(pipeline, "extract_clips", lambda *a, **k: pytest.fail("features were extracted"))
+    result = runner.invoke(main, ["train", str(only), "-o", str(tmp_path / "m.agmm")])
+    assert result.exit_code == 1
+    assert "one class ('low', 4 recording(s))" in result.stderr and "at least two" in result.stderr
+    assert not (tmp_path / "m.agmm").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("audiogmm.exceptions").exceptions, "DatasetWarning"),
+                    reason="dataset.discover does not warn about loose files yet (DatasetWarning)")
+def test_loose_files_beside_class_folders_are_named_in_a_warning(runner, tone_corpus, tmp_path):
+    data = tone_corpus / "train"
+    (data / "stray.wav").write_bytes((data / "low" / "low_0.wav").read_bytes())
+    result = runner.invoke(main, ["train", str(data), "-o", str(tmp_path / "m.agmm"), "-k", "2"])
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.stderr.splitlines() if line.startswith("Warning:") and "not used" in line)
+    assert "directly in" in warning
+
+
+# -- 7. --plot without matplotlib: refused before any work ---------------------------------------
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_plot_without_matplotlib_is_refused_first(runner, trained, tone_corpus, monkeypatch, quiet):
+    import sys
+
+    from audiogmm import pipeline
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: pytest.fail("the run started"))
+    result = runner.invoke(main, ["evaluate", str(trained), str(tone_corpus / "test"), "--plot", "x.png", *quiet])
+    assert result.exit_code == 1
+    assert "pip install matplotlib" in result.stderr and 'pip install -e ".[plot]"' in result.stderr
+
+
+# -- 8. test labels the model does not know ------------------------------------------------------
+def test_evaluate_on_foreign_or_partly_foreign_labels(runner, trained, tone_corpus, tmp_path):
+    test_dir = tone_corpus / "test"
+    foreign = tmp_path / "foreign"
+    for i, kind in enumerate(("cat", "dog")):
+        (foreign / kind).mkdir(parents=True)
+        (foreign / kind / "a.wav").write_bytes((test_dir / "low" / f"low_{i}.wav").read_bytes())
+    result = runner.invoke(main, ["evaluate", str(trained), str(foreign)])
+    assert result.exit_code == 1 and "accuracy" not in result.stdout
+    assert "test labels (cat, dog) are none of the model's classes (high, low, noise)" in result.stderr
+
+    (test_dir / "cat").mkdir()
+    (test_dir / "cat" / "a.wav").write_bytes((test_dir / "low" / "low_0.wav").read_bytes())
+    result = runner.invoke(main, ["evaluate", str(trained), str(test_dir)])
+    assert result.exit_code == 1
+    assert "accuracy" in result.stdout  # the report first
+    assert "Warning: 1 test recording(s) have label(s) the model does not know (cat" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("Error: 1 test item(s) have label(s)")
+
+
+# -- 10. the CLI's words in its messages ---------------------------------------------------------
+def test_negative_seed_is_refused_by_its_option_name(runner, tone_corpus, tmp_path):
+    for command in (["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm")],
+                    ["evaluate", str(tone_corpus / "train")], ["demo"]):
+        result = runner.invoke(main, [*command, "--seed", "-1"])
+        assert result.exit_code == 2
+        assert "--seed" in result.stderr and "random_state" not in result.stderr
