@@ -329,3 +329,28 @@ def test_negative_seed_is_refused_by_its_option_name(runner, tone_corpus, tmp_pa
         result = runner.invoke(main, [*command, "--seed", "-1"])
         assert result.exit_code == 2
         assert "--seed" in result.stderr and "random_state" not in result.stderr
+
+
+# -- 9. packaging --------------------------------------------------------------------------------
+def test_packaging_metadata_and_one_version_source(runner):
+    import tomllib
+    from importlib import metadata
+    from pathlib import Path
+
+    import audiogmm
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]  # SPDX, not the table form
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    assert any(c.startswith("Programming Language :: Python :: 3.1") for c in project["classifiers"])
+    assert any(d.startswith("tqdm") for d in project["dependencies"])
+    assert '__version__ = "0.' not in (root / "audiogmm" / "__init__.py").read_text()  # no second literal
+    assert audiogmm.__version__ == metadata.version("audiogmm")
+    assert runner.invoke(main, ["--version"]).output.strip().endswith(audiogmm.__version__)
+    # what the README refers to is in the sdist (MANIFEST.in), and exists
+    manifest = (root / "MANIFEST.in").read_text()
+    for path in ("data/make_demo_corpus.py", "data/README.md", ".ci/run"):
+        assert path in manifest and (root / path).is_file()
+    for folder in ("tests", "bench"):
+        assert f"recursive-include {folder} *.py" in manifest
