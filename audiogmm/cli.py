@@ -438,6 +438,7 @@ Examples:
   audiogmm predict genres.agmm new_folder/ --format csv > labels.csv
   audiogmm predict spk.agmm a.wav b.wav --format json
   audiogmm predict lang.agmm podcast.ogg --segment 5     # a timeline, one label per 5 s
+  audiogmm predict spk.agmm ../shared/data/speaker/MANIFEST.tsv --include '*_[0-4].wav' -f csv
 """
 
 
@@ -573,9 +574,10 @@ Examples:
   audiogmm evaluate genres.agmm TEST/
   audiogmm evaluate spk.agmm ../shared/data/speaker/MANIFEST.tsv --include '*_[0-4].wav'
   audiogmm evaluate genres.agmm TEST/ --format json > report.json
+  audiogmm evaluate st.agmm ../shared/data/soundtrack/MANIFEST.tsv --clip 30   # each 30-s clip an item
 \b
 Without a model: train and test by cross-validation, no group on both sides
-  audiogmm evaluate ../shared/data/language/SPEAKERS.tsv --preset language --group-by speaker_or_contributor
+  audiogmm evaluate ../shared/data/language/SPEAKERS.tsv --preset speech --group-by speaker_or_contributor
   audiogmm evaluate SONGS/ --preset music --cv 5 --group-by '^[^/]+/([^/]+)/' --format json > cv.json
   audiogmm evaluate ../shared/data/speaker/MANIFEST.tsv --preset speech --test '*_[0-4].wav' --method ubm
   audiogmm evaluate ../shared/data/soundtrack/MANIFEST.tsv --preset music --clip 30 --cv 3
@@ -789,7 +791,7 @@ Examples:
 @_common
 @_handle_errors
 def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
-    """Precompute the features of DATA (folders, manifests or audio files) into the store --cache.
+    """Precompute the features of DATA (folders, manifests or audio files) into a feature store.
 
     Use the same feature options (--preset ...) as the train/predict runs that will read it.
     """
