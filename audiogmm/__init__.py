@@ -10,8 +10,12 @@ pull in librosa or click::
 """
 
 import importlib
+from importlib import metadata as _metadata
 
-__version__ = "0.1.0"
+try:  # one version source: pyproject.toml, read from the installed package's metadata
+    __version__ = _metadata.version("audiogmm")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "DiagonalGMM": "mixture",

@@ -521,7 +521,7 @@ class GMMClassifier(BaseGMMClassifier):
         DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, *, progress=None):
         """Train one mixture per class.
 
         Parameters
@@ -530,6 +530,10 @@ class GMMClassifier(BaseGMMClassifier):
             The recordings' frames (a 2-D array is one recording per row).
         y : array-like of shape (n_recordings,)
             The label of each recording.
+        progress : callable(stage, done, total), optional
+            Called after every EM iteration as ``progress("EM <label>", n_iter, max_iter)``
+            (and ``(stage, n_iter_, n_iter_)`` when the class's fit ends), and after every
+            class as ``progress("training", n_done, n_classes)``. The model does not depend on it.
 
         Returns
         -------
@@ -557,13 +561,14 @@ class GMMClassifier(BaseGMMClassifier):
             frames.append(Xc)
         seeds = np.random.SeedSequence(seed_entropy(self.random_state)).spawn(classes.size)
         params = self._gmm_params()
+        hooks = em_progress(progress, [f"EM {_plain(label)}" for label in classes], self.max_iter)
         if auto:
             del params["n_components"]
-            tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd))))
-                     for Xc, sd in zip(frames, seeds)]
+            tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd), verbose=hook)))
+                     for Xc, sd, hook in zip(frames, seeds, hooks)]
         else:
-            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd)), Xc))
-                     for Xc, sd in zip(frames, seeds)]
+            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc))
+                     for Xc, sd, hook in zip(frames, seeds, hooks)]
         results = _run_all(tasks, self.n_jobs)
         gmms, self.bic_ = (([g for g, _ in results], [values for _, values in results]) if auto
                            else (results, None))
@@ -627,11 +632,60 @@ def _check_y(y, n_recordings, estimator="GMMClassifier"):
 
 
 def _fit_one(gmm, X):
-    return gmm.fit(X)
+    gmm.fit(X)
+    return end_em_progress(gmm)
 
 
 def _select_one(X, params):
-    return select_n_components(X, N_COMPONENTS_GRID, **params)
+    best, values = select_n_components(X, N_COMPONENTS_GRID, **params)
+    return end_em_progress(best), values
+
+
+def end_em_progress(gmm):
+    """Tell a progress hook that ``gmm``'s fit ended, and forget the hook (a fitted model keeps no callback)."""
+    if callable(gmm.verbose):
+        gmm.verbose.finish(gmm.n_iter_)
+        gmm.verbose = 0
+    return gmm
+
+
+class _EMHook:
+    """A DiagonalGMM ``verbose`` callable: ``progress(stage, n_iter, max_iter)`` per EM iteration."""
+
+    def __init__(self, progress, stage, max_iter, on_finish):
+        self.progress, self.stage, self.max_iter, self.on_finish = progress, stage, max_iter, on_finish
+
+    def __call__(self, *, init, n_iter, lower_bound, change):
+        self.progress(self.stage, min(n_iter, self.max_iter - 1), self.max_iter)
+
+    def finish(self, n_iter):
+        self.progress(self.stage, n_iter, n_iter)  # done: the stage ends at the iterations it took
+        self.on_finish()
+
+
+def em_progress(progress, stages, max_iter, *, count="training"):
+    """One DiagonalGMM ``verbose`` hook per stage (0 when ``progress`` is None).
+
+    Each hook reports its EM iterations as ``progress(stage, n_iter, max_iter)``; when the fit
+    ends (:func:`end_em_progress`), ``progress(stage, n_iter_, n_iter_)``, then, unless
+    ``count`` is None, ``progress(count, n_done, len(stages))`` (thread-safe: the classes may be
+    fitted in parallel threads).
+    """
+    if progress is None:
+        return [0] * len(stages)
+    import threading
+
+    lock, done = threading.Lock(), [0]
+
+    def finished():
+        if count is not None:
+            with lock:
+                done[0] += 1
+                progress(count, done[0], len(stages))
+
+    if count is not None:
+        progress(count, 0, len(stages))
+    return [_EMHook(progress, stage, max_iter, finished) for stage in stages]
 
 
 def mean_per_recording(recordings, score_frames, n_columns):

@@ -41,43 +41,120 @@ def _handle_errors(func):
             raise click.UsageError(str(exc), click.get_current_context()) from None
         except AudiogmmError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            for progress in list(_LIVE):
+                progress.close()
+            click.echo("Interrupted (Ctrl-C).", err=True)
+            raise click.exceptions.Exit(130) from None
+        finally:
+            for progress in list(_LIVE):
+                progress.close()
 
     return wrapper
 
 
-class _Progress:
-    """Progress on stderr: redrawn in place on a terminal, one line per stage otherwise."""
+#: Renderers alive in this process, closed on Ctrl-C so the message starts on a clean line.
+_LIVE = []
 
-    def __init__(self, quiet):
+#: What a stage counts, for the bar's rate (files unless named here or an EM stage).
+_UNITS = {"folds": "fold", "training": "class"}
+
+
+class _Progress:
+    """Render ``progress(stage, done, total)`` calls on stderr; warnings go through :meth:`write`.
+
+    On a terminal each stage is a tqdm bar with rate and ETA (several at once when classes are
+    fitted in parallel), redrawn in place; warnings are printed above the bars. Elsewhere (a
+    pipe, a log file, CliRunner) each stage prints one line when it ends. Nothing with ``quiet``.
+
+    tqdm rather than click.progressbar or rich: click's bar wraps one iterable and cannot draw
+    several bars or print above them, and rich is a large dependency for one bar; tqdm is small,
+    widely kept, thread-safe and has ``tqdm.write`` for lines above the bars.
+    """
+
+    def __init__(self, quiet, stream=None, tty=None):
+        import threading
+
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = _isatty(self.stream) if tty is None else tty
+        self.bars = {}
         self.started = {}
-        self.last_draw = 0.0
+        self.lock = threading.RLock()
+        _LIVE.append(self)
 
     def __call__(self, stage, done, total):
         if self.quiet:
             return
-        now = time.monotonic()
-        start = self.started.setdefault(stage, now)
-        finished = done >= total
-        if self.tty and (finished or now - self.last_draw > 0.1):
-            self.last_draw = now
-            click.echo(f"\r{stage}: {done}/{total}", nl=False, err=True)
-            if finished:
-                click.echo(f" ({now - start:.1f} s)", err=True)
-        elif not self.tty and finished:
-            click.echo(f"{stage}: {done}/{total} ({now - start:.1f} s)", err=True)
+        with self.lock:
+            if self.tty:
+                self._draw(stage, done, total)
+            else:
+                start = self.started.setdefault(stage, time.monotonic())
+                if done >= total:
+                    del self.started[stage]
+                    self.write(f"{stage}: {done}/{total} ({time.monotonic() - start:.1f} s)")
+
+    def _draw(self, stage, done, total):
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            unit = "it" if stage.startswith("EM ") else _UNITS.get(stage, "file")
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=self.stream,
+                                          dynamic_ncols=True, mininterval=0.1, leave=True)
+        if bar.total != total:
+            bar.total = total
+        if done >= total:
+            bar.n = done
+            bar.close()
+            del self.bars[stage]
+        elif done < bar.n:  # a stage restarted (the next candidate K of -k auto)
+            bar.reset(total)
+            bar.update(done)
+        else:
+            bar.update(done - bar.n)
+
+    def write(self, line):
+        """Print ``line`` on stderr, above the bars (on a terminal)."""
+        if self.quiet:
+            return
+        with self.lock:
+            if self.bars:
+                from tqdm import tqdm
+
+                tqdm.write(line, file=self.stream)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def close(self):
+        """Close the bars still drawn (after an error or Ctrl-C), so what follows starts a line."""
+        with self.lock:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
+        if self in _LIVE:
+            _LIVE.remove(self)
 
 
-def _show_warnings(quiet):
-    """Print warnings as ``Warning: ...`` on stderr (none with --quiet)."""
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _start(quiet):
+    """The progress renderer of a command, with warnings shown as ``Warning: ...`` above its bars."""
+    progress = _Progress(quiet)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not quiet:
-            click.echo(f"Warning: {message}", err=True)
+        progress.write(f"Warning: {message}")
 
     warnings.showwarning = show
     warnings.simplefilter("always" if not quiet else "ignore")
+    return progress
 
 
 def _check_jobs_option(ctx, param, value):
@@ -99,20 +176,25 @@ def _common(func):
 def _filters(func):
     func = click.option(
         "--exclude", multiple=True, metavar="GLOB",
-        help="Leave out recordings whose path (relative to DATA) matches; repeatable. E.g. '*_[0-4].wav'.",
+        help="Leave out recordings whose path (relative to the folder or manifest given) matches; repeatable. "
+             "E.g. '*_[0-4].wav'.",
     )(func)
     func = click.option(
         "--include", multiple=True, metavar="GLOB",
-        help="Use only recordings whose path (relative to DATA) matches; repeatable.",
+        help="Use only recordings whose path (relative to the folder or manifest given) matches; repeatable.",
     )(func)
     return func
 
 
-def _format_option(choices=("table", "csv", "json")):
+#: Every command's --format: the same three choices everywhere.
+FORMATS = ("table", "csv", "json")
+
+
+def _format_option(func):
     return click.option(
-        "-f", "--format", "fmt", type=click.Choice(choices), default="table", show_default=True,
-        help="Output format on stdout.",
-    )
+        "-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+        help="Output on stdout: an aligned table, CSV (one header row) or JSON.",
+    )(func)
 
 
 def _excerpt_options(func):
@@ -130,7 +212,7 @@ def _excerpt_options(func):
 
 _min_confidence_option = click.option(
     "--min-confidence", type=click.FloatRange(0, 1), default=None, metavar="P",
-    help="Label a recording 'unknown' when its top probability is below P.",
+    help="Label a recording 'unknown' when its confidence (top class probability) is below P.",
 )
 
 
@@ -202,7 +284,7 @@ def _feature_options(func):
 def _cache_option(func):
     return click.option(
         "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        envvar="AUDIOGMM_CACHE", show_envvar=True, metavar="DIR",
+        envvar="AUDIOGMM_CACHE", show_envvar=True, metavar="STORE",
         help="Feature cache folder: features are read from it when present and written to it "
              "otherwise (keyed on each file's path, size and mtime plus the feature options).",
     )(func)
@@ -270,8 +352,10 @@ def _model_options(func):
                      help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances "
                           "[the preset's; means]."),
         click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-                     help="Cut recordings into clips of SECONDS and train (and test) on the clips."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same data and seed, same model."),
+                     help="Cut recordings into clips of SECONDS (a shorter tail is dropped) and train or test on "
+                          "the clips, each an item; with a MODEL, evaluate it on clips of the test recordings."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Random seed (an int >= 0): same data and seed, same model."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -293,32 +377,44 @@ def _recipe(preset, feature_overrides, **params):
 @_model_options
 @_feature_options
 @_filters
+@_format_option
 @_cache_option
 @_common
 @_handle_errors
 def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
-          adapt, clip, seed, preset, include, exclude, cache_dir, jobs, quiet, **feature_overrides):
+          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
                      tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors, relevance_factor=relevance_factor,
                      top_c=top_c, adapt=adapt)
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
     )
     model.save(output)
     s = model.summary
-    click.echo(
-        f"Trained {len(model.classes)} classes on {s['n_recordings']} recordings "
-        f"({s['n_skipped']} skipped) -> {output}"
-    )
-    click.echo(_class_table(model))
+    if fmt == "json":
+        click.echo(json.dumps({"model": str(output), "classes": model.classes, "training": s}, indent=2, default=str))
+    elif fmt == "csv":
+        _write_csv([c.replace(" ", "_") for c in _CLASS_COLUMNS], _class_rows(model))
+    else:
+        click.echo(f"Trained {len(model.classes)} classes on {s['n_recordings']} recordings "
+                   f"({s['n_skipped']} skipped) -> {output}")
+        click.echo(_class_table(model))
+
+
+_CLASS_COLUMNS = ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"]
 
 
 def _class_table(model):
+    """Per-class training facts as a text table."""
+    return _table(_class_rows(model), _CLASS_COLUMNS)
+
+
+def _class_rows(model):
     """Per-class training facts; for a UBM model, the UBM's EM facts first, classes marked MAP-adapted."""
     clf = model.classifier
     ubm = getattr(clf, "ubm_", None)
@@ -332,7 +428,7 @@ def _class_table(model):
         else:
             rows.append([lab, n_rec, n_fr, g.weights_.shape[0], "yes" if g.converged_ else "no", g.n_iter_,
                          f"{g.lower_bound_:.3f}"])
-    return _table(rows, ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"])
+    return rows
 
 
 # -- predict --------------------------------------------------------------------------------
@@ -342,40 +438,45 @@ Examples:
   audiogmm predict genres.agmm new_folder/ --format csv > labels.csv
   audiogmm predict spk.agmm a.wav b.wav --format json
   audiogmm predict lang.agmm podcast.ogg --segment 5     # a timeline, one label per 5 s
+  audiogmm predict spk.agmm ../shared/data/speaker/MANIFEST.tsv --include '*_[0-4].wav' -f csv
 """
 
 
 @main.command(epilog=PREDICT_EPILOG)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@_format_option()
+@_format_option
 @_min_confidence_option
 @click.option("--segment", type=float, default=None, metavar="SECONDS",
-              help="Print a timeline per recording instead: start, end, label and probabilities of "
-                   "every SECONDS-long stretch.")
+              help="Print a timeline per recording instead: start, end, label, confidence and class "
+                   "probabilities of every SECONDS-long stretch.")
 @_excerpt_options
+@_filters
 @_cache_option
 @_common
 @_handle_errors
-def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt_seconds, cache_dir, jobs, quiet):
-    """Label each recording in PATHS (files, or folders searched recursively)."""
+def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt_seconds, include, exclude,
+            cache_dir, jobs, quiet):
+    """Label each recording in PATHS (audio files, folders searched recursively, or manifests)."""
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     model = _load(model_path)
     if segment is not None:
-        timelines, n_other = pipeline.predict_segments(model, paths, segment, min_confidence=min_confidence,
-                                                       n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet))
+        audio, n_other = pipeline.find_inputs(paths, include=include, exclude=exclude)
+        timelines, _ = pipeline.predict_segments(model, audio, segment, min_confidence=min_confidence,
+                                                 n_jobs=jobs, cache_dir=cache_dir, progress=progress)
         _print_timelines(timelines, n_other, model.classes, fmt, quiet, paths)
         return
     preds, n_other = pipeline.predict(model, paths, min_confidence=min_confidence,
-                                      excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs,
-                                      cache_dir=cache_dir, progress=_Progress(quiet))
+                                      excerpts=(n_excerpts, excerpt_seconds), include=include, exclude=exclude,
+                                      n_jobs=jobs, cache_dir=cache_dir, progress=progress)
     if not preds:
         raise click.ClickException(f"no audio file found in {', '.join(map(str, paths))}")
     classes = model.classes
     if fmt == "json":
-        click.echo(json.dumps([_prediction_dict(p, classes) for p in preds], indent=2))
+        click.echo(json.dumps({"summary": _prediction_counts(preds, n_other),
+                               "predictions": [_prediction_dict(p, classes) for p in preds]}, indent=2))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["path", "label", "confidence"] + [f"p_{c}" for c in classes] + ["error"])
@@ -383,9 +484,29 @@ def predict(model_path, paths, fmt, min_confidence, segment, n_excerpts, excerpt
             probs = [f"{x:.6f}" for x in p.probabilities] if p.probabilities is not None else [""] * len(classes)
             w.writerow([p.path, p.label or "", f"{p.confidence:.6f}" if p.label else ""] + probs + [p.error or ""])
     else:
-        rows = [[p.path, p.label or "(skipped)", f"{p.confidence:.3f}" if p.label else p.error] for p in preds]
-        click.echo(_table(rows, ["path", "label", "probability"], ["<", "<", "<"]))
+        rows = [[p.path, p.label or "-", f"{p.confidence:.3f}" if p.label else "-"] for p in preds]
+        headers, align = ["path", "label", "confidence"], ["<", "<", ">"]
+        if any(p.error is not None for p in preds):  # the reason in a last column, not in the numbers
+            rows = [r + [_one_line(p.error) if p.error is not None else ""] for r, p in zip(rows, preds)]
+            headers, align = headers + ["error"], align + ["<"]
+        click.echo(_table(rows, headers, align))
     _summarise_unreadable(preds, n_other, quiet, "labelled")
+
+
+def _one_line(text, width=100):
+    """``text`` on one line, cut to ``width`` characters (the full reason is in the CSV/JSON)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _prediction_counts(preds, n_other):
+    """The counts of a predict run: predicted (a class), unknown (below --min-confidence), unreadable, non-audio."""
+    from .pipeline import UNKNOWN
+
+    unreadable = sum(p.error is not None for p in preds)
+    unknown = sum(p.error is None and p.label == UNKNOWN for p in preds)
+    return {"n_files": len(preds), "predicted": len(preds) - unreadable - unknown, "unknown": unknown,
+            "unreadable": unreadable, "non_audio": n_other}
 
 
 def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
@@ -415,11 +536,13 @@ def _print_timelines(timelines, n_other, classes, fmt, quiet, paths):
             if t.error is not None:
                 blocks.append(f"{t.path}: skipped ({t.error})")
                 continue
-            rows = [[f"{s.start:.2f}", f"{s.end:.2f}", s.label or "(silence)"]
+            rows = [[f"{s.start:.2f}", f"{s.end:.2f}", s.label or "(silence)",
+                     "-" if s.confidence is None else f"{s.confidence:.3f}"]
                     + ([f"{x:.3f}" for x in s.probabilities] if s.probabilities is not None else [""] * len(classes))
                     for s in t.segments]
             blocks.append(f"{t.path} ({t.duration:.2f} s)\n"
-                          + _table(rows, ["start", "end", "label", *classes], [">", ">", "<"] + [">"] * len(classes)))
+                          + _table(rows, ["start", "end", "label", "confidence", *classes],
+                                   [">", ">", "<", ">"] + [">"] * len(classes)))
         click.echo("\n\n".join(blocks))
     _summarise_unreadable(timelines, n_other, quiet, "segmented")
 
@@ -451,9 +574,10 @@ Examples:
   audiogmm evaluate genres.agmm TEST/
   audiogmm evaluate spk.agmm ../shared/data/speaker/MANIFEST.tsv --include '*_[0-4].wav'
   audiogmm evaluate genres.agmm TEST/ --format json > report.json
+  audiogmm evaluate st.agmm ../shared/data/soundtrack/MANIFEST.tsv --clip 30   # each 30-s clip an item
 \b
 Without a model: train and test by cross-validation, no group on both sides
-  audiogmm evaluate ../shared/data/language/SPEAKERS.tsv --preset language --group-by speaker_or_contributor
+  audiogmm evaluate ../shared/data/language/SPEAKERS.tsv --preset speech --group-by speaker_or_contributor
   audiogmm evaluate SONGS/ --preset music --cv 5 --group-by '^[^/]+/([^/]+)/' --format json > cv.json
   audiogmm evaluate ../shared/data/speaker/MANIFEST.tsv --preset speech --test '*_[0-4].wav' --method ubm
   audiogmm evaluate ../shared/data/soundtrack/MANIFEST.tsv --preset music --clip 30 --cv 3
@@ -478,7 +602,7 @@ Without a model: train and test by cross-validation, no group on both sides
               help="Also draw the confusion matrix and DET curve into PNG (needs matplotlib).")
 @_model_options
 @_feature_options
-@_format_option(("table", "json"))
+@_format_option
 @_filters
 @_cache_option
 @_common
@@ -493,13 +617,15 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     if len(sources) > 2:
         raise click.UsageError("give DATA, or MODEL and DATA")
+    if plot is not None:
+        _check_matplotlib()
     protocol_opts = {"--cv": n_splits, "--group-by": group_by, "--test": test_globs or None,
                      "--test-list": test_list, "--train-list": train_list}
     if len(sources) == 2:
-        recipe_opts = {"--clip": clip, "--method": method, "--n-components": n_components, "--max-iter": max_iter,
+        recipe_opts = {"--method": method, "--n-components": n_components, "--max-iter": max_iter,
                        "--tol": tol, "--reg-covar": reg_covar, "--n-init": n_init, "--priors": priors,
                        "--relevance-factor": relevance_factor, "--top-c": top_c, "--adapt": adapt,
                        "--preset": preset}
@@ -510,8 +636,8 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
                 f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only without a MODEL "
                 f"(cross-validating a recipe on DATA); a trained MODEL keeps the recipe it was trained with")
         model = _load(sources[0])
-        ev = pipeline.evaluate(model, sources[1], include=include, exclude=exclude, n_jobs=jobs,
-                               cache_dir=cache_dir, progress=_Progress(quiet))
+        ev = pipeline.evaluate(model, sources[1], clip=clip, include=include, exclude=exclude, n_jobs=jobs,
+                               cache_dir=cache_dir, progress=progress)
     else:
         data = sources[0]
         if train_list is not None and not (test_globs or test_list):
@@ -525,11 +651,39 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         ev = pipeline.cross_validate(
             data, recipe, n_splits=n_splits or 5, group_by=group_by, test=test or None,
             train=_read_list(train_list) if train_list else None, clip=clip, include=include, exclude=exclude,
-            n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=_Progress(quiet),
+            n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
         )
     if plot is not None:
         _plot(ev, plot, quiet)
-    click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+    if fmt == "csv":
+        _write_csv(*_evaluation_csv(ev))
+    else:
+        click.echo(json.dumps(ev.to_dict(), indent=2) if fmt == "json" else _evaluation_report(ev))
+    if len(sources) == 2:  # after the report, so the figures are there to read
+        unknown = sorted(set(ev.y_true) - set(model.classes))
+        if unknown:
+            n = sum(t in unknown for t in ev.y_true)
+            raise click.ClickException(
+                f"{n} test item(s) have label(s) the model does not know ({', '.join(unknown)}): the figures count "
+                f"them as errors; evaluate on data labelled with the model's classes ({', '.join(model.classes)})")
+
+
+def _evaluation_csv(ev):
+    """``(header, rows)`` of an evaluation in long form: one ``metric,label,value`` row per figure.
+
+    Overall figures have an empty label; per-class ones name the class; ``confusion`` rows
+    name ``true->predicted``. Long form, so new figures add rows, never columns.
+    """
+    rows = [["n_recordings", "", len(ev.y_true)], ["n_skipped", "", len(ev.skipped)],
+            ["accuracy", "", ev.accuracy], ["balanced_accuracy", "", ev.balanced_accuracy],
+            ["macro_f1", "", ev.macro_f1]]
+    if ev.eer is not None:
+        rows.append(["eer", "", ev.eer])
+    for name, values in (("precision", ev.precision), ("recall", ev.recall), ("f1", ev.f1), ("support", ev.support)):
+        rows += [[name, lab, v.item()] for lab, v in zip(ev.labels, values)]
+    rows += [["confusion", f"{t}->{p}", int(ev.confusion[i, j])]
+             for i, t in enumerate(ev.labels) for j, p in enumerate(ev.labels)]
+    return ["metric", "label", "value"], rows
 
 
 def _read_list(path):
@@ -538,19 +692,24 @@ def _read_list(path):
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def _check_matplotlib():
+    """Refuse --plot before any work when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib "
+            "(or, in a source checkout, pip install -e \".[plot]\"); or leave out --plot") from None
+
+
 def _plot(ev, path, quiet):
-    """Confusion matrix (and DET curve when there is one) into a PNG; a warning without matplotlib."""
+    """Confusion matrix (and DET curve when there is one) into a PNG (matplotlib checked before the run)."""
     import numpy as np
 
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        if not quiet:
-            click.echo("Warning: --plot needs matplotlib (pip install 'audiogmm[plot]'); no PNG written", err=True)
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     n = 2 if ev.verification else 1
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 5), squeeze=False)
     ax = axes[0, 0]
@@ -615,7 +774,7 @@ def _evaluation_report(ev):
 # -- features -------------------------------------------------------------------------------
 FEATURES_EPILOG = """\b
 Examples:
-  audiogmm features SONGS/ -o feats/ --preset music --jobs 2
+  audiogmm features SONGS/ --cache feats/ --preset music --jobs 2
   audiogmm train SONGS/ -o genres.agmm --preset music --cache feats/   # reads, never decodes
   AUDIOGMM_CACHE=feats/ audiogmm evaluate genres.agmm TEST/
 """
@@ -623,26 +782,37 @@ Examples:
 
 @main.command(epilog=FEATURES_EPILOG)
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              metavar="FEATURES_DIR", help="Cache folder to fill (created if missing); pass it later as --cache.")
+@click.option("-o", "--output", "legacy_output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              hidden=True, help="Deprecated: --cache.")
 @_feature_options
 @_filters
-@_format_option(("table", "json"))
+@_format_option
+@_cache_option
 @_common
 @_handle_errors
-def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feature_overrides):
-    """Precompute the features of DATA (folders, manifests or audio files) into a cache folder.
+def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
+    """Precompute the features of DATA (folders, manifests or audio files) into a feature store.
 
     Use the same feature options (--preset ...) as the train/predict runs that will read it.
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
+    if legacy_output is not None:
+        if cache_dir is not None and cache_dir != legacy_output:
+            raise click.UsageError("give the feature store once, as --cache STORE (-o/--output is its old name)")
+        progress.write("Warning: -o/--output of 'features' is deprecated: write --cache STORE, as in every command")
+        cache_dir = legacy_output
+    if cache_dir is None:
+        raise click.UsageError("missing option '--cache STORE': the feature store to fill (or set AUDIOGMM_CACHE)")
     config = _feature_config(preset, **feature_overrides)
     summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
-                                      n_jobs=jobs, progress=_Progress(quiet))
+                                      n_jobs=jobs, progress=progress)
+    counts = {k: summary[k] for k in ("n_files", "n_extracted", "n_cached", "n_skipped", "frames")}
     if fmt == "json":
         click.echo(json.dumps({**summary, "cache": str(cache_dir), "feature_config": config.to_dict()}, indent=2))
+    elif fmt == "csv":
+        _write_csv(["cache", *counts, "n_features"], [[str(cache_dir), *counts.values(), config.n_features]])
     else:
         click.echo(f"{summary['n_files']} recordings: {summary['n_extracted']} extracted, "
                    f"{summary['n_cached']} already cached, {summary['n_skipped']} skipped -> {cache_dir} "
@@ -651,10 +821,16 @@ def features(data, cache_dir, preset, include, exclude, fmt, jobs, quiet, **feat
         raise click.ClickException("no recording could be read")
 
 
+def _write_csv(header, rows):
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+
+
 # -- info -----------------------------------------------------------------------------------
 @main.command(epilog="\b\nExamples:\n  audiogmm info genres.agmm\n  audiogmm info genres.agmm --format json")
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_format_option(("table", "json"))
+@_format_option
 @_handle_errors
 def info(model_path, fmt):
     """Show a model's classes, components, feature configuration and training summary."""
@@ -673,6 +849,9 @@ def info(model_path, fmt):
             "n_features": int(clf.n_features_in_),
             "training": model.summary,
         }, indent=2, default=str))
+        return
+    if fmt == "csv":  # the per-class facts; the rest is in --format json
+        _write_csv([c.replace(" ", "_") for c in _CLASS_COLUMNS], _class_rows(model))
         return
     meta = model.metadata
     click.echo(f"model        {model_path}")
@@ -711,8 +890,9 @@ Examples:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the corpus and model here and keep them (default: a temporary folder, removed after).")
 @click.option("-k", "--n-components", type=int, default=8, show_default=True, help="Mixture components per class.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus and of training.")
-@_format_option(("table", "json"))
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the corpus and of training (an int >= 0).")
+@_format_option
 @_common
 @_handle_errors
 def demo(directory, n_components, seed, fmt, jobs, quiet):
@@ -732,8 +912,7 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
     from . import pipeline
     from .demo import write_demo_corpus
 
-    _show_warnings(quiet)
-    progress = _Progress(quiet)
+    progress = _start(quiet)
     corpus = directory / f"corpus-seed{seed}"
     train_dir, test_dir = corpus / "train", corpus / "test"
     if train_dir.is_dir() and test_dir.is_dir():  # generated before with this seed: byte-identical
@@ -750,6 +929,9 @@ def _run_demo(directory, n_components, seed, fmt, jobs, quiet, keep):
     if fmt == "json":
         click.echo(json.dumps({"n_components": n_components, "seed": seed, "train": model.summary,
                                "evaluation": ev.to_dict()}, indent=2))
+        return
+    if fmt == "csv":
+        _write_csv(*_evaluation_csv(ev))
         return
     s = model.summary
     click.echo(f"audiogmm demo: {len(model.classes)} classes ({', '.join(model.classes)}), "
@@ -780,7 +962,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Print what would be done; touch nothing.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV report listing every source file once [INTO/audiogmm-sort-report.csv].")
-@_format_option()
+@_format_option
 @_min_confidence_option
 @_excerpt_options
 @_cache_option
@@ -796,24 +978,23 @@ def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence
     """
     from . import pipeline
 
-    _show_warnings(quiet)
+    progress = _start(quiet)
     model = _load(model_path)
     entries, report_path = pipeline.sort_library(
         model, music_dir, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
-        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=_Progress(quiet),
+        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=progress,
     )
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in entries], indent=2))
     elif fmt == "csv":
         from .sorting import REPORT_FIELDS
 
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(REPORT_FIELDS)
-        w.writerows(e.row() for e in entries)
+        _write_csv(REPORT_FIELDS, (e.row() for e in entries))
     else:
         rows = [[e.source, e.decision, "" if e.confidence is None else f"{e.confidence:.2f}", e.action,
                  e.destination] for e in entries]
-        click.echo(_table(rows, ["source", "decision", "p", "action", "destination"], ["<", "<", ">", "<", "<"]))
+        click.echo(_table(rows, ["source", "decision", "confidence", "action", "destination"],
+                          ["<", "<", ">", "<", "<"]))
     counts = {}
     for e in entries:
         counts[e.action] = counts.get(e.action, 0) + 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dataset as _dataset
-from .exceptions import AudioSkippedWarning, ParameterError, TrainingError
+from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
 from ._validation import check_n_jobs
 from . import evaluation as _evaluation
@@ -34,6 +34,7 @@ __all__ = [
     "train",
     "predict",
     "predict_segments",
+    "find_inputs",
     "evaluate",
     "cross_validate",
     "Prediction",
@@ -376,6 +377,11 @@ def train(
     _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
+    if len(labels) < 2:  # a classifier of one class would give every recording that label
+        raise TrainingError(
+            f"the dataset has one class ({', '.join(map(repr, labels))}, {len(rows)} recording(s)): a classifier "
+            f"needs at least two; add a sub-folder (or manifest label) per class"
+        )
 
     t0 = time.perf_counter()
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
@@ -387,13 +393,9 @@ def train(
             f"class(es) {', '.join(map(repr, empty))} have no usable recording "
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
-    if progress:
-        progress("training", 0, len(labels))
     t0 = time.perf_counter()
-    clf.fit([X for _, X in usable], [r.label for r, _ in usable])
+    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
     t_fit = time.perf_counter() - t0
-    if progress:
-        progress("training", len(labels), len(labels))
     hop_s = config.hop_ms / 1000.0
     summary = {
         "dataset": str(dataset) if isinstance(dataset, (str, Path)) else None,
@@ -503,12 +505,17 @@ def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None, excerp
         if X is None:
             _skip(paths[i], reason)
             out.append(Prediction(str(paths[i]), None, error=reason))
-            continue
-        scores = clf.score_recordings([X])[0]
-        proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
-        label = str(clf.classes_[int(np.argmax(proba))])
-        out.append(Prediction(str(paths[i]), label, proba, scores, int(X.shape[0])))
+        else:
+            out.append(_prediction(clf, str(paths[i]), X))
     return out
+
+
+def _prediction(clf, name, X):
+    """The Prediction of one recording (or clip) ``X`` of shape (n_frames, n_features)."""
+    scores = clf.score_recordings([X])[0]
+    proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
+    label = str(clf.classes_[int(np.argmax(proba))])
+    return Prediction(name, label, proba, scores, int(X.shape[0]))
 
 
 #: The label given to a recording whose top probability is below ``min_confidence``.
@@ -536,8 +543,47 @@ def _apply_confidence(preds, min_confidence):
 DEFAULT_EXCERPTS = (4, 30.0)
 
 
-def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_jobs=1, cache_dir=None,
-            progress=None):
+def find_inputs(paths, *, include=(), exclude=()):
+    """The audio files to classify in ``paths``: files, folders (walked recursively) and manifests.
+
+    A manifest (``.csv``/``.tsv``/``.txt``, read by :func:`audiogmm.dataset.discover`) gives its
+    recordings, its labels unused. ``include``/``exclude`` are glob patterns on each file's path
+    relative to the folder or manifest it was found through (a file given by itself: its path as
+    given), as for training.
+
+    Returns
+    -------
+    audio : list of Path
+        Without duplicates, in the order given.
+    n_other : int
+        Non-audio files found in the folders and passed over.
+
+    Raises
+    ------
+    ParameterError
+        A path does not exist, a manifest is malformed, or the patterns leave nothing.
+    """
+    import fnmatch
+
+    def kept(name):
+        return ((not include or any(fnmatch.fnmatchcase(name, g) for g in include))
+                and not any(fnmatch.fnmatchcase(name, g) for g in exclude))
+
+    found, n_other = [], 0
+    for item in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if item.is_file() and item.suffix.lower() in _dataset.MANIFEST_SUFFIXES:
+            found += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
+            continue
+        audio, other = _dataset.find_audio([item])
+        n_other += other
+        found += [f for f in audio if kept(f.relative_to(item).as_posix() if item.is_dir() else item.as_posix())]
+    if (include or exclude) and not found:
+        raise ParameterError("no audio file is left after --include/--exclude: check the patterns")
+    return _dataset.find_audio(found)[0], n_other
+
+
+def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, include=(), exclude=(), n_jobs=1,
+            cache_dir=None, progress=None):
     """Label recordings (files, or folders walked recursively).
 
     A long recording costs a bounded amount of work: with ``excerpts=(n, seconds)`` a
@@ -557,6 +603,8 @@ def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_j
         and scores are still reported).
     excerpts : (int, float) or None, default=(4, 30.0)
         ``(n_excerpts, seconds)`` for long recordings, as described above.
+    include, exclude : sequence of str
+        Glob patterns; ``paths`` may also hold manifests (see :func:`find_inputs`).
     n_jobs : int, default=1
     cache_dir : str or Path, optional
         Feature cache folder; see :func:`extract_features`.
@@ -572,7 +620,7 @@ def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, n_j
     min_confidence = _check_confidence(min_confidence)
     excerpts = _check_excerpts(excerpts)
     _check_cache_dir(cache_dir)
-    audio, n_other = _dataset.find_audio(paths)
+    audio, n_other = find_inputs(paths, include=include, exclude=exclude)
     preds = _predict_paths(model, audio, n_jobs, progress, "predicting", cache_dir, excerpts)
     return _apply_confidence(preds, min_confidence), n_other
 
@@ -766,13 +814,19 @@ class Evaluation:
         }
 
 
-def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None, progress=None):
+def evaluate(model, dataset, *, clip=None, include=(), exclude=(), n_jobs=1, cache_dir=None, progress=None):
     """Predict every recording of a labelled dataset and score the predictions.
 
     Parameters
     ----------
     model : TrainedModel
     dataset : str, Path or sequence of Recording
+    clip : float, optional
+        Cut every recording into consecutive clips of this many seconds (the model's feature
+        configuration, each clip normalised on its own; a tail shorter than a clip is
+        dropped, a recording shorter than a clip is one clip), as for training (see
+        :func:`audiogmm.evaluation.cut_clips`), and score each clip as an item, named
+        ``<path>#<k>``. None: whole recordings.
     include, exclude : sequence of str
     n_jobs : int, default=1
     cache_dir : str or Path, optional
@@ -783,17 +837,28 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None
     -------
     evaluation : Evaluation
 
+    Warns
+    -----
+    UserWarning
+        Some test labels are not classes of the model: their recordings are counted as errors.
+
     Raises
     ------
     AudiogmmError
-        No recording of the test set could be used.
+        No recording of the test set could be used, or no test label is a class of the model.
     """
     from sklearn import metrics
 
+    clip = _evaluation.check_clip(clip)
     _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
-    preds = _predict_paths(model, [r.path for r in rows], n_jobs, progress, "evaluating", cache_dir)
-    pairs = [(r.label, p.label) for r, p in zip(rows, preds) if p.error is None]
+    _check_test_labels(model, rows)
+    if clip is None:
+        preds = _predict_paths(model, [r.path for r in rows], n_jobs, progress, "evaluating", cache_dir)
+        truth = [r.label for r in rows]
+    else:
+        preds, truth = _predict_clips(model, rows, clip, n_jobs, progress, cache_dir)
+    pairs = [(t, p.label) for t, p in zip(truth, preds) if p.error is None]
     skipped = [(p.path, p.error) for p in preds if p.error is not None]
     if not pairs:
         raise TrainingError(f"none of the {len(rows)} test recording(s) could be read: nothing to evaluate")
@@ -821,6 +886,43 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None
         skipped=skipped,
         verification=verification,
     )
+
+
+def _check_test_labels(model, rows):
+    """Refuse a test set with no label of the model; warn when some of its labels are unknown to it."""
+    test_labels = sorted({str(r.label) for r in rows})
+    known = set(map(str, model.classes))
+    unknown = [lab for lab in test_labels if lab not in known]
+    if len(unknown) == len(test_labels):
+        raise AudiogmmError(
+            f"the test labels ({', '.join(unknown)}) are none of the model's classes ({', '.join(model.classes)}): "
+            "check that DATA is labelled like the training data (same sub-folder names or manifest labels)")
+    if unknown:
+        n = sum(str(r.label) in unknown for r in rows)
+        warnings.warn(
+            f"{n} test recording(s) have label(s) the model does not know ({', '.join(unknown)}; its classes: "
+            f"{', '.join(model.classes)}): they are counted as errors", UserWarning, stacklevel=3)
+
+
+def _predict_clips(model, rows, clip, n_jobs, progress, cache_dir):
+    """Predictions of every ``clip``-second clip of ``rows`` and each clip's true label."""
+    features, skipped = extract_clips([r.path for r in rows], model.feature_config, clip, n_jobs=n_jobs,
+                                      cache_dir=cache_dir, progress=progress, stage="evaluating")
+    reasons = dict(skipped)
+    preds, truth = [], []
+    for r, clips in zip(rows, features):
+        if clips is None:
+            why = reasons.get(str(r.path))
+            if why is None:  # read, but the VAD left no frame in any clip
+                why = f"no {clip:g}-s clip keeps a frame (the VAD dropped them all)"
+                _skip(r.path, why)
+            preds.append(Prediction(str(r.path), None, error=why))
+            truth.append(r.label)
+            continue
+        for k, X in enumerate(clips):
+            preds.append(_prediction(model.classifier, f"{r.path}#{k}", X))
+            truth.append(r.label)
+    return preds, truth
 
 
 def cross_validate(

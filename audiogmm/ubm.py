@@ -62,7 +62,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ._validation import check_real
-from .classifier import BaseGMMClassifier, fitted_gmm
+from .classifier import BaseGMMClassifier, em_progress, end_em_progress, fitted_gmm
 from .exceptions import ParameterError, TrainingError
 from .mixture import DiagonalGMM, map_adapt, map_statistics
 from .mixture.map import ADAPT_PARTS, check_adapt
@@ -278,13 +278,17 @@ class UBMClassifier(BaseGMMClassifier):
         DiagonalGMM(**self._gmm_params())._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, *, progress=None):
         """Train the UBM on the balanced pooled frames, then MAP-adapt one model per class.
 
         Parameters
         ----------
         X : sequence of ndarray of shape (n_frames_i, n_features), or ndarray (n_samples, n_features)
         y : array-like of shape (n_recordings,)
+        progress : callable(stage, done, total), optional
+            Called after every EM iteration of the UBM as ``progress("EM UBM", n_iter, max_iter)``
+            (``(stage, n_iter_, n_iter_)`` when it ends) and after each class's MAP
+            adaptation as ``progress("training", n_done, n_classes)``. The model does not depend on it.
 
         Returns
         -------
@@ -311,10 +315,14 @@ class UBMClassifier(BaseGMMClassifier):
                 f"the classes have {pooled.shape[0]} frame(s) in all, fewer than n_components={self.n_components}: "
                 f"add audio or lower n_components"
             )
-        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng).fit(pooled)
+        hook = em_progress(progress, ["EM UBM"], self.max_iter, count=None)[0]
+        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng, verbose=hook).fit(pooled)
+        end_em_progress(ubm)
         del pooled
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
         gmms = []
+        if progress is not None:
+            progress("training", 0, len(frames))
         for f in frames:
             n, F, S, _ = map_statistics(f, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs)
             wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
@@ -322,6 +330,8 @@ class UBMClassifier(BaseGMMClassifier):
             g = fitted_gmm(wc, muc, varc, n_features, self._gmm_params(), {"n_iter": 0}, "class")
             g.lower_bound_ = float(g.score(f))
             gmms.append(g)
+            if progress is not None:
+                progress("training", len(gmms), len(frames))
         self.ubm_ = ubm
         self._set_fitted(classes, y_idx, n_features, gmms, [f.shape[0] for f in frames])
         self._prepare()

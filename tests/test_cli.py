@@ -57,7 +57,7 @@ def test_predict_formats(runner, trained, tone_corpus):
     test_dir = tone_corpus / "test"
     result = runner.invoke(main, ["predict", str(trained), str(test_dir), "--format", "json"])
     assert result.exit_code == 0, result.output
-    preds = json.loads(result.stdout)
+    preds = json.loads(result.stdout)["predictions"]
     assert len(preds) == 6
     for p in preds:
         assert p["label"] == p["path"].split("/")[-2]  # folder name is the true label
@@ -106,7 +106,7 @@ def test_corrupt_recording_is_skipped_and_counted(runner, tone_corpus, tmp_path)
 
     result = runner.invoke(main, ["predict", str(model), str(tone_corpus / "train" / "low"), "-f", "json"])
     assert result.exit_code == 0
-    broken = [p for p in json.loads(result.stdout) if p["path"].endswith("broken.wav")]
+    broken = [p for p in json.loads(result.stdout)["predictions"] if p["path"].endswith("broken.wav")]
     assert broken[0]["label"] is None and broken[0]["error"]
 
 

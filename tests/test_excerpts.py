@@ -69,6 +69,6 @@ def test_predict_long_track_costs_bounded_frames(tone_corpus, tmp_path):
     result = CliRunner().invoke(main, ["predict", str(model.save(tmp_path / "m.agmm")), str(long_path),
                                        "--excerpts", "2", "--excerpt-seconds", "1", "-f", "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["n_frames"] == 2 * 101
+    assert json.loads(result.stdout)["predictions"][0]["n_frames"] == 2 * 101
     with pytest.raises(ParameterError, match="excerpt seconds must be a number > 0"):
         pipeline.predict(model, [long_path], excerpts=(2, 0))
