@@ -15,6 +15,7 @@ __all__ = [
     "NotFittedError",
     "ConvergenceWarning",
     "AudioSkippedWarning",
+    "CacheWarning",
 ]
 
 
@@ -61,3 +62,7 @@ class ConvergenceWarning(UserWarning):
 
 class AudioSkippedWarning(UserWarning):
     """A recording was skipped because it could not be used."""
+
+
+class CacheWarning(UserWarning):
+    """A feature-store entry was damaged, truncated, swapped or foreign: it is recomputed, never used."""

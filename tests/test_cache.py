@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from conftest import synth_tone
 
 from audiogmm import cache as cache_mod
-from audiogmm import pipeline
+from audiogmm import extraction, pipeline
 from audiogmm.cache import FeatureCache
 from audiogmm.cli import main
-from audiogmm.exceptions import ParameterError
+from audiogmm.exceptions import CacheWarning, ParameterError
 from audiogmm.features import FeatureConfig, extract_file
 
 
@@ -93,8 +93,10 @@ def test_corrupt_entry_is_recomputed(tmp_path, write_wav, counted, damage):
         np.save(entry, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     else:
         np.save(entry, np.zeros((5, 3), np.float32))
-    assert cache.get(path, cfg) is None
-    np.testing.assert_array_equal(cache.extract(path, cfg), X)
+    with pytest.warns(CacheWarning, match="is not used"):
+        assert cache.get(path, cfg) is None
+    with pytest.warns(CacheWarning, match="recomputing it"):
+        np.testing.assert_array_equal(cache.extract(path, cfg), X)
     assert len(counted) == 2
     np.testing.assert_array_equal(cache.get(path, cfg), X)  # overwritten with a good entry
 
@@ -143,15 +145,15 @@ def test_batches_cover_every_path_in_order(tmp_path):
     for p in paths[:10]:
         p.write_bytes(b"x" * 100)
     for n_jobs in (1, 2, -1):
-        batches = pipeline._batches(paths, n_jobs)
+        batches = extraction._batches(paths, pipeline._check_jobs(n_jobs))
         assert [p for b in batches for p in b] == paths
-        assert all(len(b) <= pipeline._BATCH_FILES for b in batches) and len(batches) >= 4
+        assert all(len(b) <= extraction._BATCH_FILES for b in batches) and len(batches) >= 4
 
 
 def test_waves_dispatch_largest_first_and_cover_every_file_once(monkeypatch):
-    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 1000)
+    monkeypatch.setattr(extraction, "_WAVE_BYTES", 1000)
     sizes = [10] * 80 + [900] + [10] * 119  # one long file at the end of the first wave
-    waves = pipeline._waves(len(sizes), sizes, 2)
+    waves = extraction._waves(len(sizes), sizes, 2)
     flat = [i for wave in waves for b in wave for i in b]
     assert sorted(flat) == list(range(200))
     spans = [(min(i for b in w for i in b), max(i for b in w for i in b)) for w in waves]
@@ -164,7 +166,7 @@ def test_waves_dispatch_largest_first_and_cover_every_file_once(monkeypatch):
 
 def test_parallel_results_come_back_in_input_order(tone_corpus, monkeypatch):
     paths = sorted(tone_corpus.rglob("*.wav"))
-    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 3 * paths[0].stat().st_size)  # several waves
+    monkeypatch.setattr(extraction, "_WAVE_BYTES", 3 * paths[0].stat().st_size)  # several waves
     cfg = FeatureConfig(n_mfcc=13)
     par, _ = pipeline.extract_features(paths, cfg, n_jobs=2)
     ser, _ = pipeline.extract_features(paths, cfg)
