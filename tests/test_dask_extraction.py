@@ -27,12 +27,6 @@ def _worker_env():
     return {k: _os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "NUMBA_CACHE_DIR")}
 
 
-def _worker_pid():
-    import os as _os
-
-    return _os.getpid()
-
-
 @pytest.fixture(scope="module")
 def parent_env():
     before = {k: os.environ.get(k) for k in _dask._PARENT_ENV}
