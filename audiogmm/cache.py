@@ -230,10 +230,34 @@ class FeatureCache:
             frames = np.arange(X.shape[0])
         return (X, frames) if with_frames else X
 
-    def _read(self, path, key, dtype, n_cols):
+    def verify(self, path, config, *, key=None, excerpts=None) -> int | None:
+        """The frame count of a valid entry for ``path``, or None, without reading its data.
+
+        The same checks as :meth:`get` (header, size, key trailer; a refused entry warns),
+        from the headers and trailers alone.
+        """
+        key = key or self.key(path, config, excerpts=excerpts)
+        if key is None:
+            return None
+        shape = self._read(self.entry_path(key), key, np.float32, config.n_features, load=False)
+        if shape is None:
+            return None
+        if config.vad and excerpts is None:
+            f_shape = self._read(self._frames_path(key), key, np.int64, None, load=False)
+            if f_shape is None or f_shape[0] != shape[0]:
+                if f_shape is not None:
+                    _warn(self._frames_path(key), f"it holds {f_shape[0]} frame indices for {shape[0]} "
+                                                  f"feature frames")
+                return None
+        return int(shape[0])
+
+    def _read(self, path, key, dtype, n_cols, load=True):
+        """The checked entry's data (its shape with ``load=False``), or None (warned if refused)."""
         try:
             with open(path, "rb") as fh:
                 offset, shape = _check_entry(fh, key, dtype, 1 if n_cols is None else 2, n_cols)
+                if not load:
+                    return shape
                 count = int(np.prod(shape))
                 fh.seek(offset)
                 data = np.fromfile(fh, dtype=dtype, count=count)

@@ -106,9 +106,11 @@ class ExtractionSpec:
 class Extracted(NamedTuple):
     """The outcome for one input file.
 
-    ``X`` is None and ``reason`` says why when the file could not be used; ``frames`` is
-    None unless the spec asked for them; ``key`` is the store key (None without a store or
-    when the file cannot be ``stat``-ed); ``cached`` tells whether it was read from the store.
+    ``reason`` says why when the file could not be used (``X`` is then None); ``X`` is also
+    None with ``load=False`` (:func:`iter_features`), where only ``n_frames`` is known;
+    ``frames`` is None unless the spec asked for them; ``key`` is the store key (None
+    without a store or when the file cannot be ``stat``-ed); ``cached`` tells whether the
+    entry was already in the store.
     """
 
     index: int
@@ -117,10 +119,11 @@ class Extracted(NamedTuple):
     reason: str | None
     key: str | None
     cached: bool
+    n_frames: int = 0
 
 
 def _one(path, spec, cache):
-    """``(X, frames, reason, key)`` of one file, computed (and stored when there is a store)."""
+    """``(X, frames, reason, key, n_frames)`` of one file, computed (and stored with a store)."""
     key = None
     try:
         if cache is not None:
@@ -135,13 +138,13 @@ def _one(path, spec, cache):
             from .features import extract_file
 
             X, frames = extract_file(path, spec.config, return_frames=True)
-        return X, (frames if spec.with_frames else None), None, key
+        return X, (frames if spec.with_frames else None), None, key, int(X.shape[0])
     except AudioLoadError as exc:
-        return None, None, exc.reason, key
+        return None, None, exc.reason, key, 0
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not end the run
-        return None, None, f"{type(exc).__name__}: {exc}", key
+        return None, None, f"{type(exc).__name__}: {exc}", key, 0
 
 
 def _serial(paths, spec, cache):
@@ -163,7 +166,7 @@ def extract_batch(paths, spec):
 
     Returns
     -------
-    list of (X or None, frames or None, reason or None, key or None)
+    list of (X or None, frames or None, reason or None, key or None, n_frames)
         One per path, in order; ``reason`` says why a file could not be used. Exceptions
         other than MemoryError/KeyboardInterrupt never escape: one bad file must not end
         a run.
@@ -182,18 +185,22 @@ def store_batch(paths, spec):
     """
     cache = spec.cache()
     out = []
-    for X, _, reason, key in _serial(paths, spec, cache):
-        if X is None:
-            out.append((key, 0, reason, False))
-        else:
-            stored = key is not None and cache.entry_path(key).is_file()
-            out.append((key, int(X.shape[0]), None, stored))
+    for X, _, reason, key, n_frames in _serial(paths, spec, cache):
+        stored = X is not None and key is not None and cache.entry_path(key).is_file()
+        out.append((key, n_frames, reason, stored))
     return out
 
 
-def _extract_indexed(indices, paths, spec):
+def _metadata(results):
+    """The results without their arrays (what the caller of ``load=False`` keeps)."""
+    for _, _, reason, key, n_frames in results:
+        yield None, None, reason, key, n_frames
+
+
+def _extract_indexed(indices, paths, spec, load=True):
     """Worker: ``(indices, extract_batch(paths, spec))`` (results of a reordered batch)."""
-    return indices, extract_batch(paths, spec)
+    results = extract_batch(paths, spec)
+    return indices, (results if load else list(_metadata(results)))
 
 
 def _file_sizes(paths):
@@ -250,7 +257,7 @@ def _largest_first(batches, sizes):
     return sorted(batches, key=lambda b: -sum(sizes[j] for j in b))
 
 
-def _parallel(paths, spec, n_workers):
+def _parallel(paths, spec, n_workers, load=True):
     """Yield :func:`extract_batch` results for ``paths`` in order, computed in loky workers."""
     from joblib import Parallel, delayed, parallel_config
 
@@ -260,7 +267,7 @@ def _parallel(paths, spec, n_workers):
             first = min(b[0] for b in wave)
             pending = {}
             done = Parallel(n_jobs=n_workers, return_as="generator_unordered")(
-                delayed(_extract_indexed)(b, [paths[i] for i in b], spec) for b in wave)
+                delayed(_extract_indexed)(b, [paths[i] for i in b], spec, load) for b in wave)
             for indices, results in done:
                 pending.update(zip(indices, results))
                 while first in pending:
@@ -276,8 +283,8 @@ def _executor_slots(executor):
         return max(1, int(getattr(executor, "_max_workers", 1) or 1))
 
 
-def _distributed(paths, spec, executor, cache):
-    """Yield ``(X, frames, reason, key)`` for ``paths`` in order, extracted as executor tasks."""
+def _distributed(paths, spec, executor, cache, load=True):
+    """Yield ``(X, frames, reason, key, n_frames)`` for ``paths`` in order, as executor tasks."""
     sizes = _file_sizes(paths)
     batches = _batches(list(range(len(paths))), _executor_slots(executor), sizes)
     # submitted largest first (Dask runs tasks roughly in submission order), awaited in input order
@@ -285,9 +292,12 @@ def _distributed(paths, spec, executor, cache):
     futures = {b[0]: executor.submit(store_batch, [paths[i] for i in b], spec, **pure)
                for b in _largest_first(batches, sizes)}
     for b in batches:
-        for i, (key, _, reason, stored) in zip(b, futures.pop(b[0]).result()):
+        for i, (key, n_frames, reason, stored) in zip(b, futures.pop(b[0]).result()):
             if reason is not None:
-                yield None, None, reason, key
+                yield None, None, reason, key, 0
+                continue
+            if stored and not load:
+                yield None, None, None, key, n_frames
                 continue
             hit = cache.get(paths[i], spec.config, with_frames=True, key=key, excerpts=spec.excerpts) \
                 if stored else None
@@ -297,9 +307,10 @@ def _distributed(paths, spec, executor, cache):
                     f"readable here; with a scheduler the store must be a folder on a file system shared by "
                     f"this machine and every worker")
             if hit is None:  # not stored by the worker (the file changed meanwhile): do it here
-                yield next(_serial([paths[i]], spec, cache))
+                done = _serial([paths[i]], spec, cache)
+                yield next(done if load else _metadata(done))
             else:
-                yield hit[0], (hit[1] if spec.with_frames else None), None, key
+                yield hit[0], (hit[1] if spec.with_frames else None), None, key, int(hit[0].shape[0])
 
 
 def _accepts_pure(executor):
@@ -307,7 +318,7 @@ def _accepts_pure(executor):
     return type(executor).__module__.startswith("distributed")
 
 
-def iter_features(paths, spec, *, n_jobs=1, executor=None, progress=None, stage="features"):
+def iter_features(paths, spec, *, n_jobs=1, executor=None, progress=None, stage="features", load=True):
     """Yield one :class:`Extracted` per path, in input order.
 
     Parameters
@@ -323,6 +334,10 @@ def iter_features(paths, spec, *, n_jobs=1, executor=None, progress=None, stage=
     progress : callable(stage, done, total), optional
     stage : str, default "features"
         The stage name passed to ``progress``.
+    load : bool, default True
+        False: only fill the store (and say what it holds): no features come back, entries
+        already there are checked from their header without reading their data, and the
+        workers return only metadata.
 
     Raises
     ------
@@ -339,10 +354,12 @@ def iter_features(paths, spec, *, n_jobs=1, executor=None, progress=None, stage=
             raise ParameterError("an executor needs cache_dir: the workers write the features into a store "
                                  "shared with this machine and return only their keys")
     paths = list(paths)
-    return _iter(paths, spec, n_jobs, executor, progress, stage)
+    if not load and spec.cache_dir is None:
+        raise ParameterError("load=False needs cache_dir: the features are only stored")
+    return _iter(paths, spec, n_jobs, executor, progress, stage, load)
 
 
-def _iter(paths, spec, n_jobs, executor, progress, stage):
+def _iter(paths, spec, n_jobs, executor, progress, stage, load):
     cache = spec.cache()
     total = len(paths)
     if progress:
@@ -351,26 +368,33 @@ def _iter(paths, spec, n_jobs, executor, progress, stage):
     if cache is not None:
         for i, p in enumerate(paths):
             key = cache.key(p, spec.config, excerpts=spec.excerpts)
-            if key is not None:
+            if key is None:
+                continue
+            if load:
                 hit = cache.get(p, spec.config, with_frames=True, key=key, excerpts=spec.excerpts)
                 if hit is not None:
-                    hits[i] = (hit[0], hit[1], key)
+                    hits[i] = (hit[0], hit[1], key, int(hit[0].shape[0]))
+            else:
+                n_frames = cache.verify(p, spec.config, key=key, excerpts=spec.excerpts)
+                if n_frames is not None:
+                    hits[i] = (None, None, key, n_frames)
     misses = [p for i, p in enumerate(paths) if i not in hits]
     if not misses:
         computed = iter(())
     elif executor is not None:
-        computed = _distributed(misses, spec, executor, cache)
+        computed = _distributed(misses, spec, executor, cache, load)
     elif n_jobs == 1 or len(misses) == 1:
         computed = _serial(misses, spec, cache)
+        computed = computed if load else _metadata(computed)
     else:
-        computed = _parallel(misses, spec, n_jobs)
+        computed = _parallel(misses, spec, n_jobs, load)
     for i in range(total):
         if i in hits:
-            X, frames, key = hits.pop(i)
-            out = Extracted(i, X, frames if spec.with_frames else None, None, key, True)
+            X, frames, key, n_frames = hits.pop(i)
+            out = Extracted(i, X, frames if spec.with_frames else None, None, key, True, n_frames)
         else:
-            X, frames, reason, key = next(computed)
-            out = Extracted(i, X, frames, reason, key, False)
+            X, frames, reason, key, n_frames = next(computed)
+            out = Extracted(i, X, frames, reason, key, False, n_frames)
         if progress:
             progress(stage, i + 1, total)
         yield out

@@ -183,16 +183,17 @@ def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1,
     skipped, rows, frames, n_cached = [], [], 0, 0
     config_id = cache.config_id(config)
     spec = _extraction.ExtractionSpec(config, cache_dir=cache_dir)
+    # load=False: no features travel back or are read here, the entries' headers say enough
     for r in _extraction.iter_features(paths, spec, n_jobs=_check_jobs(n_jobs), executor=executor,
-                                       progress=progress, stage="features"):
-        if r.X is None:
+                                       progress=progress, stage="features", load=False):
+        if r.reason is not None:
             skipped.append(_skip(paths[r.index], r.reason))
             continue
-        frames += r.X.shape[0]  # nothing is kept: the features are on disk
+        frames += r.n_frames
         n_cached += r.cached
         if r.key is not None and (r.cached or cache.entry_path(r.key).is_file()):
             rows.append({"path": os.path.realpath(paths[r.index]), "label": labels[r.index], "key": r.key,
-                         "n_frames": int(r.X.shape[0]), "n_features": config.n_features,
+                         "n_frames": r.n_frames, "n_features": config.n_features,
                          "dtype": "float32", "config": config_id})
     index = cache.write_index(rows)
     return {

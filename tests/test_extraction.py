@@ -154,3 +154,17 @@ def test_parallel_results_come_back_in_input_order(tone_corpus, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+
+
+def test_load_false_only_fills_the_store(tone_corpus, tmp_path):
+    paths = sorted((tone_corpus / "train").rglob("*.wav"))
+    spec = ExtractionSpec(FeatureConfig(n_mfcc=13), cache_dir=tmp_path / "c")
+    with pytest.raises(ParameterError, match="load=False needs cache_dir"):
+        iter_features(paths, ExtractionSpec(FeatureConfig()), load=False)
+    meta = list(iter_features(paths, spec, n_jobs=2, load=False))  # workers return no arrays
+    assert all(r.X is None and r.reason is None and not r.cached for r in meta)
+    again = list(iter_features(paths, spec, load=False))  # checked from the headers
+    loaded = list(iter_features(paths, spec))
+    assert all(r.cached for r in again + loaded)
+    for a, b, c in zip(meta, again, loaded):
+        assert a.key == b.key == c.key and a.n_frames == b.n_frames == c.n_frames == c.X.shape[0]

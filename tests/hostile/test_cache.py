@@ -157,3 +157,12 @@ def test_damaged_index_lines_are_left_out_with_a_warning(tone_corpus, tmp_path):
     with pytest.warns(CacheWarning):
         pipeline.cache_features(tone_corpus / "train", FeatureConfig(n_mfcc=13), store)
     assert len(read_index(store)) == 12
+
+
+def test_cache_features_rechecks_and_recomputes_a_swapped_entry(two):
+    cache, cfg, (a, Xa), (b, Xb) = two
+    shutil.copyfile(cache.entry_path(cache.key(a, cfg)), cache.entry_path(cache.key(b, cfg)))
+    with pytest.warns(CacheWarning, match="another key"):
+        summary = pipeline.cache_features([a, b], cfg, cache.directory)
+    assert (summary["n_cached"], summary["n_extracted"]) == (1, 1)
+    np.testing.assert_array_equal(cache.get(b, cfg), Xb)
