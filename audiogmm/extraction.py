@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .cache import FeatureCache
-from .exceptions import AudioLoadError, ParameterError
+from .exceptions import AudiogmmError, AudioLoadError, ParameterError
 from .features import FeatureConfig
 
 __all__ = ["ExtractionSpec", "Extracted", "iter_features", "extract_batch", "store_batch"]
@@ -292,25 +292,38 @@ def _distributed(paths, spec, executor, cache, load=True):
     futures = {b[0]: executor.submit(store_batch, [paths[i] for i in b], spec, **pure)
                for b in _largest_first(batches, sizes)}
     for b in batches:
-        for i, (key, n_frames, reason, stored) in zip(b, futures.pop(b[0]).result()):
+        try:
+            results = futures.pop(b[0]).result()
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a task that failed for good (its worker died, ...)
+            raise AudiogmmError(f"the extraction task for {paths[b[0]]} and {len(b) - 1} more file(s) failed "
+                                f"on the executor ({type(exc).__name__}: {exc})") from exc
+        for i, (key, n_frames, reason, stored) in zip(b, results):
             if reason is not None:
                 yield None, None, reason, key, 0
                 continue
             if stored and not load:
+                if cache.verify(paths[i], spec.config, key=key, excerpts=spec.excerpts) is None:
+                    raise _not_shared(spec, cache, key)
                 yield None, None, None, key, n_frames
                 continue
             hit = cache.get(paths[i], spec.config, with_frames=True, key=key, excerpts=spec.excerpts) \
                 if stored else None
             if hit is None and stored:
-                raise ParameterError(
-                    f"cache_dir {spec.cache_dir!r}: an entry a worker wrote ({cache.entry_path(key)}) is not "
-                    f"readable here; with a scheduler the store must be a folder on a file system shared by "
-                    f"this machine and every worker")
+                raise _not_shared(spec, cache, key)
             if hit is None:  # not stored by the worker (the file changed meanwhile): do it here
                 done = _serial([paths[i]], spec, cache)
                 yield next(done if load else _metadata(done))
             else:
                 yield hit[0], (hit[1] if spec.with_frames else None), None, key, int(hit[0].shape[0])
+
+
+def _not_shared(spec, cache, key):
+    return ParameterError(
+        f"cache_dir {spec.cache_dir!r}: an entry a worker wrote ({cache.entry_path(key)}) is not readable "
+        f"here; with a scheduler the store must be a folder on a file system shared by this machine and "
+        f"every worker")
 
 
 def _accepts_pure(executor):

@@ -168,3 +168,34 @@ def test_load_false_only_fills_the_store(tone_corpus, tmp_path):
     assert all(r.cached for r in again + loaded)
     for a, b, c in zip(meta, again, loaded):
         assert a.key == b.key == c.key and a.n_frames == b.n_frames == c.n_frames == c.X.shape[0]
+
+
+def test_an_executor_whose_workers_cannot_reach_the_store_or_fail(tone_corpus, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from audiogmm.exceptions import AudiogmmError
+
+    paths = sorted((tone_corpus / "train").rglob("*.wav"))[:3]
+    spec = ExtractionSpec(FeatureConfig(n_mfcc=13), cache_dir=tmp_path / "c")
+
+    class ElsewhereStore:  # the workers write into a store this process does not see
+        def submit(self, fn, batch, spec_):
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(fn, batch, ExtractionSpec(spec_.config, cache_dir=tmp_path / "other"))
+
+    with pytest.raises(ParameterError, match="shared by this machine and every worker"):
+        list(iter_features(paths, spec, executor=ElsewhereStore(), load=False))
+
+    class Failing:
+        def submit(self, fn, batch, spec_):
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(lambda: 1 / 0)
+
+    failed = r"extraction task for .*high_0.wav and 0 more file\(s\) failed.*ZeroDivisionError"
+    with pytest.raises(AudiogmmError, match=failed):
+        list(iter_features(paths, spec, executor=Failing()))
+    # a concurrent.futures executor serves as well as a Dask client
+    with ThreadPoolExecutor(2) as pool:
+        got = list(iter_features(paths, spec, executor=pool))
+    ref = list(iter_features(paths, ExtractionSpec(FeatureConfig(n_mfcc=13))))
+    assert all(np.array_equal(a.X, b.X) for a, b in zip(got, ref, strict=True))
