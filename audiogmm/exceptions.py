@@ -16,6 +16,7 @@ __all__ = [
     "ConvergenceWarning",
     "AudioSkippedWarning",
     "DatasetWarning",
+    "CacheWarning",
 ]
 
 
@@ -66,3 +67,7 @@ class AudioSkippedWarning(UserWarning):
 
 class DatasetWarning(UserWarning):
     """Part of a dataset is not used (loose files beside the class folders, a folder without audio)."""
+
+
+class CacheWarning(UserWarning):
+    """A feature-store entry was damaged, truncated, swapped or foreign: it is recomputed, never used."""

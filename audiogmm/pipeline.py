@@ -7,10 +7,12 @@ cannot be used (missing, corrupt, undecodable, silent-to-nothing) are skipped wi
 never aborting the run; a class left with no usable recording is a
 :class:`~audiogmm.exceptions.TrainingError`.
 
-Features are extracted in parallel worker processes (``n_jobs``, joblib's loky backend,
-which keeps workers alive between calls and caps each worker's BLAS threads).
+Features are extracted by :mod:`audiogmm.extraction`: in parallel worker processes
+(``n_jobs``, joblib's loky backend, which keeps workers alive between calls and caps each
+worker's BLAS threads) or as tasks of a Dask client (``executor=``).
 """
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import dataset as _dataset
+from . import extraction as _extraction
+from .cache import FeatureCache
 from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
 from ._validation import check_n_jobs
@@ -48,8 +52,6 @@ def _check_cache_dir(cache_dir):
     """A FeatureCache for ``cache_dir`` (created if missing), or None."""
     if cache_dir is None:
         return None
-    from .cache import FeatureCache
-
     if not isinstance(cache_dir, (str, Path)) or str(cache_dir) == "":
         raise ParameterError(f"cache_dir must be None or a folder path, got {cache_dir!r}")
     return FeatureCache(cache_dir)
@@ -60,127 +62,20 @@ def _check_jobs(n_jobs):
     return check_n_jobs(n_jobs, name="jobs")
 
 
-#: Work per joblib task: at most this many files or bytes of audio, so short clips travel in
-#: batches (one dispatch, one BLAS setting per batch) and long files alone.
-_BATCH_FILES, _BATCH_BYTES = 256, 32 << 20
-#: Parallel extraction goes through the files in consecutive waves of at most this many bytes
-#: of audio files; within a wave the largest batches are dispatched first (so one long file
-#: does not run alone at the end while the other workers idle) and the results are put back
-#: in input order. A wave's features are what is held back at most.
-_WAVE_BYTES = 256 << 20
-
-
-def _file_sizes(paths):
-    sizes = []
-    for p in paths:
-        try:
-            sizes.append(Path(p).stat().st_size)
-        except OSError:
-            sizes.append(0)
-    return sizes
-
-
-def _batches(paths, n_jobs, sizes=None):
-    """Consecutive slices of ``paths``, at least 4 per worker when there are enough files."""
-    if sizes is None:
-        sizes = _file_sizes(paths)
-    n_workers = check_n_jobs(n_jobs)  # callers pass a resolved count; -1 etc. as everywhere
-    target = min(_BATCH_BYTES, max(1, sum(sizes) // (4 * n_workers)))
-    max_files = min(_BATCH_FILES, max(1, -(-len(paths) // (4 * n_workers))))
-    out, start, acc = [], 0, 0
-    for i, size in enumerate(sizes):
-        acc += size
-        if acc >= target or i + 1 - start >= max_files:
-            out.append(paths[start:i + 1])
-            start, acc = i + 1, 0
-    if start < len(paths):
-        out.append(paths[start:])
-    return out
-
-
-def _waves(n_files, sizes, n_jobs):
-    """Index lists, one per batch, grouped in waves: ``[[batch, ...], ...]``.
-
-    Waves are consecutive runs of files (at most :data:`_WAVE_BYTES`); a wave's batches come
-    largest first.
-    """
-    waves, start, acc = [], 0, 0
-    for i in range(n_files):
-        acc += sizes[i]
-        if acc >= _WAVE_BYTES or i + 1 == n_files:
-            idx = list(range(start, i + 1))
-            batches = _batches(idx, n_jobs, [sizes[j] for j in idx])
-            batches.sort(key=lambda b: -sum(sizes[j] for j in b))
-            waves.append(batches)
-            start, acc = i + 1, 0
-    return waves
-
-
-def _extract_indexed(indices, paths, *args):
-    """Worker: ``(indices, extract_batch(paths, *args))`` (results of a reordered batch)."""
-    from .cache import extract_batch
-
-    return indices, extract_batch(paths, *args)
-
-
-def _parallel_extract(paths, n_jobs, args):
-    """Yield ``extract_batch`` results for ``paths`` in order, computed in ``n_jobs`` workers."""
-    from joblib import Parallel, delayed, parallel_config
-
-    sizes = _file_sizes(paths)
-    with parallel_config(backend="loky", inner_max_num_threads=1):
-        for wave in _waves(len(paths), sizes, n_jobs):
-            first = min(b[0] for b in wave)
-            pending = {}
-            done = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_extract_indexed)(b, [paths[i] for i in b], *args) for b in wave)
-            for indices, results in done:
-                pending.update(zip(indices, results))
-                while first in pending:
-                    yield pending.pop(first)
-                    first += 1
-
-
-def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False, excerpts=None):
+def _iter_features(paths, config, n_jobs, progress, stage, cache_dir=None, with_frames=False, excerpts=None,
+                   executor=None):
     """Yield ``(index, features or None, frames or None, reason or None)`` in input order.
 
-    Cached files are read here, in this process; only the misses go to the workers, in
-    batches (see :data:`_BATCH_FILES`, :data:`_WAVE_BYTES`), each worker with one BLAS
-    thread. Workers write the cache entries themselves.
+    See :func:`audiogmm.extraction.iter_features` (cached files are read here; the misses
+    go to ``n_jobs`` workers or the ``executor``, which write the store entries themselves).
     """
-    from .cache import iter_extract
-
-    n_jobs = _check_jobs(n_jobs)
-    cache = _check_cache_dir(cache_dir)
-    total = len(paths)
-    if progress:
-        progress(stage, 0, total)
-    hits = {}
-    if cache is not None:
-        for i, p in enumerate(paths):
-            hit = cache.get(p, config, with_frames=True)
-            if hit is not None:
-                hits[i] = hit
-    misses = [p for i, p in enumerate(paths) if i not in hits]
-    cache_arg = None if cache is None else str(cache.directory)
-    if not misses:
-        computed = iter(())
-    elif n_jobs == 1 or len(misses) == 1:
-        computed = iter_extract(misses, config, cache_arg, with_frames, excerpts)
-    else:
-        computed = _parallel_extract(misses, n_jobs, (config, cache_arg, with_frames, excerpts))
-    for i in range(total):
-        if i in hits:
-            X, frames = hits.pop(i)
-            reason = None
-        else:
-            X, frames, reason = next(computed)
-        if progress:
-            progress(stage, i + 1, total)
-        yield i, X, (frames if with_frames else None), reason
+    spec = _extraction.ExtractionSpec(config, cache_dir=cache_dir, with_frames=with_frames, excerpts=excerpts)
+    for r in _extraction.iter_features(paths, spec, n_jobs=_check_jobs(n_jobs), executor=executor,
+                                       progress=progress, stage=stage):
+        yield r.index, r.X, r.frames, r.reason
 
 
-def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None):
+def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None, executor=None):
     """Features of many files, in parallel and through an on-disk cache.
 
     Parameters
@@ -191,9 +86,13 @@ def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None):
         Worker processes (-1: all cores), each with one BLAS thread; files travel to the
         workers in batches.
     cache_dir : str or Path, optional
-        Feature cache folder (see :mod:`audiogmm.cache`): files already there are read
-        back, the others are extracted and stored. Created if missing.
+        Feature store (see :mod:`audiogmm.cache`): files already there are read back, the
+        others are extracted and stored. Created if missing.
     progress : callable(stage, done, total), optional
+    executor : distributed.Client, optional
+        Extract the misses as Dask tasks (see :func:`audiogmm.extraction.iter_features`;
+        ``n_jobs`` is then unused). Needs ``cache_dir`` on a file system the workers share;
+        :func:`audiogmm._dask.client_for` makes one from a scheduler address.
 
     Returns
     -------
@@ -204,9 +103,11 @@ def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None):
     """
     if not isinstance(config, FeatureConfig):
         raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    _check_cache_dir(cache_dir)
     paths = list(paths)
     features, skipped = [None] * len(paths), []
-    for i, X, _, reason in _iter_features(paths, config, n_jobs, progress, "features", cache_dir):
+    for i, X, _, reason in _iter_features(paths, config, n_jobs, progress, "features", cache_dir,
+                                          executor=executor):
         if X is None:
             skipped.append(_skip(paths[i], reason))
         else:
@@ -214,15 +115,41 @@ def extract_features(paths, config, *, n_jobs=1, cache_dir=None, progress=None):
     return features, skipped
 
 
-def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1, progress=None):
-    """Extract the features of a corpus into a cache folder, so later runs only read them.
+def _labelled_paths(data, include, exclude):
+    """``(paths, labels)`` of the audio in ``data``; a label is None where none is known."""
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    paths, labels = [], []
+    for item in map(Path, items):
+        if (item.is_file() and item.suffix.lower() in _dataset.MANIFEST_SUFFIXES) or (
+                item.is_dir() and (include or exclude)):
+            rows = _dataset.discover(item, include=include, exclude=exclude)
+            paths += [r.path for r in rows]
+            labels += [r.label for r in rows]
+        else:
+            found = _dataset.find_audio([item])[0]
+            paths += found
+            # a folder's sub-folder names are its labels (the folder-per-label convention)
+            labels += [_folder_label(Path(p), item) for p in found]
+    return paths, labels
+
+
+def _folder_label(path, root):
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 else None
+
+
+def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1, progress=None, executor=None):
+    """Extract the features of a corpus into a feature store and index what it holds.
 
     Parameters
     ----------
     data : str, Path or sequence of them
         Audio files, folders (walked recursively) and/or manifests (``.csv``/``.tsv``/``.txt``).
     config : FeatureConfig
-        The configuration the later ``train``/``predict`` runs will use: the cache is keyed
+        The configuration the later ``train``/``predict`` runs will use: the store is keyed
         on it.
     cache_dir : str or Path
         Created if missing.
@@ -230,12 +157,16 @@ def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1,
         Glob patterns applied to manifests and labelled folders (see :func:`audiogmm.dataset.discover`).
     n_jobs : int, default=1
     progress : callable(stage, done, total), optional
+    executor : distributed.Client, optional
+        As :func:`extract_features`.
 
     Returns
     -------
     summary : dict
-        ``n_files``, ``n_cached`` (already there), ``n_extracted``, ``n_skipped``, ``frames``
-        and ``skipped`` (``[{"path", "reason"}]``).
+        ``n_files``, ``n_cached`` (already there and valid), ``n_extracted``, ``n_skipped``,
+        ``frames``, ``skipped`` (``[{"path", "reason"}]``) and ``index`` (the index file,
+        which lists every stored recording: see :mod:`audiogmm.cache`, read it back with
+        :func:`audiogmm.cache.read_index`).
 
     Raises
     ------
@@ -248,22 +179,23 @@ def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1,
         raise ParameterError("cache_dir is required: the folder to write the features to")
     cache = _check_cache_dir(cache_dir)
     _check_jobs(n_jobs)
-    items = [data] if isinstance(data, (str, Path)) else list(data)
-    paths = []
-    for item in map(Path, items):
-        if item.is_file() and item.suffix.lower() in (".csv", ".tsv", ".txt"):
-            paths += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
-        elif item.is_dir() and (include or exclude):
-            paths += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
-        else:
-            paths += _dataset.find_audio([item])[0]
-    n_cached = sum(cache.contains(p, config) for p in paths)
-    skipped, frames = [], 0
-    for i, X, _, reason in _iter_features(paths, config, n_jobs, progress, "features", cache_dir):
-        if X is None:
-            skipped.append(_skip(paths[i], reason))
-        else:
-            frames += X.shape[0]  # nothing is kept: the features are on disk
+    paths, labels = _labelled_paths(data, include, exclude)
+    skipped, rows, frames, n_cached = [], [], 0, 0
+    config_id = cache.config_id(config)
+    spec = _extraction.ExtractionSpec(config, cache_dir=cache_dir)
+    # load=False: no features travel back or are read here, the entries' headers say enough
+    for r in _extraction.iter_features(paths, spec, n_jobs=_check_jobs(n_jobs), executor=executor,
+                                       progress=progress, stage="features", load=False):
+        if r.reason is not None:
+            skipped.append(_skip(paths[r.index], r.reason))
+            continue
+        frames += r.n_frames
+        n_cached += r.cached
+        if r.key is not None and (r.cached or cache.entry_path(r.key).is_file()):
+            rows.append({"path": os.path.realpath(paths[r.index]), "label": labels[r.index], "key": r.key,
+                         "n_frames": r.n_frames, "n_features": config.n_features,
+                         "dtype": "float32", "config": config_id})
+    index = cache.write_index(rows)
     return {
         "n_files": len(paths),
         "n_cached": n_cached,
@@ -271,6 +203,7 @@ def cache_features(data, config, cache_dir, *, include=(), exclude=(), n_jobs=1,
         "n_skipped": len(skipped),
         "frames": int(frames),
         "skipped": [{"path": p, "reason": why} for p, why in skipped],
+        "index": str(index),
     }
 
 

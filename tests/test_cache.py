@@ -1,6 +1,8 @@
 """Tests for audiogmm.cache: keys, invalidation, corrupt entries, and the pipeline/CLI wiring."""
 
 import os
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +12,9 @@ from conftest import synth_tone
 
 from audiogmm import cache as cache_mod
 from audiogmm import pipeline
-from audiogmm.cache import FeatureCache
+from audiogmm.cache import INDEX_NAME, FeatureCache, read_index
 from audiogmm.cli import main
-from audiogmm.exceptions import ParameterError
+from audiogmm.exceptions import AudiogmmError, CacheWarning, ParameterError
 from audiogmm.features import FeatureConfig, extract_file
 
 
@@ -93,8 +95,10 @@ def test_corrupt_entry_is_recomputed(tmp_path, write_wav, counted, damage):
         np.save(entry, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     else:
         np.save(entry, np.zeros((5, 3), np.float32))
-    assert cache.get(path, cfg) is None
-    np.testing.assert_array_equal(cache.extract(path, cfg), X)
+    with pytest.warns(CacheWarning, match="is not used"):
+        assert cache.get(path, cfg) is None
+    with pytest.warns(CacheWarning, match="recomputing it"):
+        np.testing.assert_array_equal(cache.extract(path, cfg), X)
     assert len(counted) == 2
     np.testing.assert_array_equal(cache.get(path, cfg), X)  # overwritten with a good entry
 
@@ -138,47 +142,13 @@ def test_pipeline_uses_cache(tone_corpus, tmp_path, counted):
     assert sum(FeatureCache(c).contains(p, FeatureConfig(n_mfcc=13)) for p in paths) == len(paths)
 
 
-def test_batches_cover_every_path_in_order(tmp_path):
-    paths = [tmp_path / f"{i}.wav" for i in range(1000)]
-    for p in paths[:10]:
-        p.write_bytes(b"x" * 100)
-    for n_jobs in (1, 2, -1):
-        batches = pipeline._batches(paths, n_jobs)
-        assert [p for b in batches for p in b] == paths
-        assert all(len(b) <= pipeline._BATCH_FILES for b in batches) and len(batches) >= 4
-
-
-def test_waves_dispatch_largest_first_and_cover_every_file_once(monkeypatch):
-    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 1000)
-    sizes = [10] * 80 + [900] + [10] * 119  # one long file at the end of the first wave
-    waves = pipeline._waves(len(sizes), sizes, 2)
-    flat = [i for wave in waves for b in wave for i in b]
-    assert sorted(flat) == list(range(200))
-    spans = [(min(i for b in w for i in b), max(i for b in w for i in b)) for w in waves]
-    assert len(waves) == 3 and spans[0] == (0, 80) and all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:]))
-    assert 80 in waves[0][0]  # the batch with the long file goes out first
-    for wave in waves:
-        costs = [sum(sizes[i] for i in b) for b in wave]
-        assert costs == sorted(costs, reverse=True)
-
-
-def test_parallel_results_come_back_in_input_order(tone_corpus, monkeypatch):
-    paths = sorted(tone_corpus.rglob("*.wav"))
-    monkeypatch.setattr(pipeline, "_WAVE_BYTES", 3 * paths[0].stat().st_size)  # several waves
-    cfg = FeatureConfig(n_mfcc=13)
-    par, _ = pipeline.extract_features(paths, cfg, n_jobs=2)
-    ser, _ = pipeline.extract_features(paths, cfg)
-    for a, b in zip(par, ser, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_cli_features_then_train_from_cache(tone_corpus, tmp_path, monkeypatch):
     runner = CliRunner()
     c = tmp_path / "feats"
-    result = runner.invoke(main, ["features", str(tone_corpus / "train"), "-o", str(c), "--n-mfcc", "13"])
+    result = runner.invoke(main, ["features", str(tone_corpus / "train"), "--cache", str(c), "--n-mfcc", "13"])
     assert result.exit_code == 0, result.output
     assert "12 recordings: 12 extracted, 0 already cached, 0 skipped" in result.stdout
-    result = runner.invoke(main, ["features", str(tone_corpus / "train"), "-o", str(c), "--n-mfcc", "13",
+    result = runner.invoke(main, ["features", str(tone_corpus / "train"), "--cache", str(c), "--n-mfcc", "13",
                                   "--format", "json", "-q"])
     assert result.exit_code == 0 and '"n_cached": 12' in result.stdout
 
@@ -198,7 +168,59 @@ def test_cli_features_errors(tmp_path, tone_corpus):
     runner = CliRunner()
     f = tmp_path / "file"
     f.write_text("x")
-    result = runner.invoke(main, ["features", str(tone_corpus), "-o", str(f)])
+    result = runner.invoke(main, ["features", str(tone_corpus), "--cache", str(f)])
     assert result.exit_code == 2 and "is a file" in result.stderr
-    result = runner.invoke(main, ["features", str(tone_corpus), "-o", str(tmp_path / "c"), "--sdc", "--n-mfcc", "5"])
+    result = runner.invoke(main, ["features", str(tone_corpus), "--cache", str(tmp_path / "c"), "--sdc", "--n-mfcc", "5"])
     assert result.exit_code == 2 and "sdc_n must be <= n_mfcc (5)" in result.stderr
+
+
+def test_open_entry_is_a_copy_on_write_map_equal_to_get(tmp_path, write_wav):
+    path = write_wav("a.wav", synth_tone("low", seconds=0.5))
+    cache, cfg = FeatureCache(tmp_path / "c"), FeatureConfig()
+    X = cache.extract(path, cfg)
+    key = cache.key(path, cfg)
+    Xm = cache.open_entry(key, n_features=cfg.n_features)
+    assert isinstance(Xm, np.memmap) and Xm.mode == "c" and Xm.flags.writeable
+    np.testing.assert_array_equal(Xm, X)
+    Xm[0, 0] = 1e9  # copy-on-write: the entry on disk is unchanged
+    np.testing.assert_array_equal(cache.get(path, cfg), X)
+    load = pickle.loads(pickle.dumps(cache.loader(key)))  # travels to a worker
+    np.testing.assert_array_equal(load(), X)
+    assert isinstance(load(), np.memmap) and load().mode == "c"
+    with pytest.raises(AudiogmmError, match="cannot be opened"):
+        cache.open_entry("0" * 64)
+    with pytest.raises(AudiogmmError, match="features per frame, not 13"):
+        cache.open_entry(key, n_features=13)
+    with pytest.raises(ParameterError, match="key must be 64 lowercase hex digits"):
+        cache.open_entry("../../etc/passwd")
+
+
+def test_cache_features_writes_and_merges_the_index(tone_corpus, tmp_path):
+    store = tmp_path / "store"
+    cfg, cfg13 = FeatureConfig(), FeatureConfig(n_mfcc=13)
+    summary = pipeline.cache_features(tone_corpus / "train", cfg13, store)
+    assert summary["index"] == str(store / INDEX_NAME)
+    rows = read_index(store)
+    assert len(rows) == 12 and {r["label"] for r in rows} == {"low", "high", "noise"}
+    cache = FeatureCache(store)
+    for r in rows:
+        assert r["key"] == cache.key(r["path"], cfg13) and r["config"] == cache.config_id(cfg13)
+        assert (r["n_features"], r["dtype"]) == (39, "float32")
+        assert r["n_frames"] == cache.open_entry(r["key"]).shape[0]  # planned without reading
+        assert Path(r["path"]).is_absolute() and Path(r["path"]).parent.name == r["label"]
+    # a second configuration and the test split merge in; re-running changes nothing
+    pipeline.cache_features(tone_corpus / "train", cfg, store)
+    pipeline.cache_features([tone_corpus / "test"], cfg13, store)
+    again = pipeline.cache_features(tone_corpus / "train", cfg13, store)
+    assert again["n_cached"] == 12 and again["n_extracted"] == 0
+    assert len(read_index(store)) == 12 + 12 + 6
+    assert len(cache.index(cfg13)) == 18 and len(cache.index(cfg)) == 12
+    assert not list(store.glob(".tmp-*"))
+    # a recording rewritten since: its row is replaced, not duplicated
+    target = sorted((tone_corpus / "train" / "low").glob("*.wav"))[0]
+    sf.write(target, synth_tone("low", seconds=0.7), 16000)
+    pipeline.cache_features(tone_corpus / "train", cfg13, store)
+    rows = cache.index(cfg13)
+    assert len(rows) == 18
+    (row,) = [r for r in rows if r["path"] == os.path.realpath(target)]
+    assert row["key"] == cache.key(target, cfg13) and row["n_frames"] > 50
