@@ -110,10 +110,11 @@ def check_n_jobs(n_jobs, name="n_jobs"):
 def check_float_dtype(value, name="dtype"):
     """``value`` as ``np.dtype('float32')`` or ``np.dtype('float64')``."""
     try:
-        dtype = np.dtype(value)
+        dtype = np.dtype(value) if value is not None else None  # np.dtype(None) is float64
     except TypeError:
         dtype = None
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    # `None in (float32, float64)` is True (NumPy compares None equal to float64): test it first
+    if dtype is None or dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ParameterError(f"{name} must be 'float32' or 'float64', got {value!r}")
     return dtype
 

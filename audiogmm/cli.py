@@ -987,12 +987,15 @@ def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in entries], indent=2))
     elif fmt == "csv":
-        from .sorting import REPORT_FIELDS
+        from .sorting import REPORT_FIELDS, display_path
 
-        _write_csv(REPORT_FIELDS, (e.row() for e in entries))
+        _write_csv(REPORT_FIELDS, ([display_path(c) if i in (0, 4) else c for i, c in enumerate(e.row())]
+                                   for e in entries))
     else:
-        rows = [[e.source, e.decision, "" if e.confidence is None else f"{e.confidence:.2f}", e.action,
-                 e.destination] for e in entries]
+        from .sorting import display_path
+
+        rows = [[display_path(e.source), e.decision, "" if e.confidence is None else f"{e.confidence:.2f}",
+                 e.action, display_path(e.destination)] for e in entries]
         click.echo(_table(rows, ["source", "decision", "confidence", "action", "destination"],
                           ["<", "<", ">", "<", "<"]))
     counts = {}

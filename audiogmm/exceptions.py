@@ -42,7 +42,9 @@ class AudioLoadError(AudiogmmError):
     def __init__(self, path, reason):
         self.path = str(path)
         self.reason = str(reason)
-        super().__init__(f"{self.path}: {self.reason}")
+        # a file name that is not UTF-8 (surrogate escapes) is shown as \xNN, so printing never fails
+        shown = self.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        super().__init__(f"{shown}: {self.reason}")
 
 
 class TrainingError(AudiogmmError):

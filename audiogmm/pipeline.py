@@ -425,8 +425,12 @@ def _check_excerpts(excerpts):
         raise ParameterError(f"excerpts must be None or (n_excerpts, seconds), got {excerpts!r}") from None
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ParameterError(f"n_excerpts must be an int >= 0 (0: whole recordings), got {n!r}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise ParameterError(f"excerpt seconds must be a number > 0, got {seconds!r}")
+    from .audio import MIN_EXCERPT_SECONDS
+
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not np.isfinite(seconds) \
+            or not seconds >= MIN_EXCERPT_SECONDS:
+        raise ParameterError(f"excerpt seconds must be a number >= {MIN_EXCERPT_SECONDS} (one analysis window), "
+                             f"got {seconds!r}; e.g. 30")
     return None if n == 0 else (int(n), float(seconds))
 
 

@@ -64,6 +64,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .audio import display_path
 from ._files import (check_class_names, create_temporary, is_stale_temporary, write_atomically)
 from .exceptions import AudiogmmError, ParameterError
 
@@ -100,15 +101,6 @@ class SortEntry:
     def row(self):
         conf = "" if self.confidence is None else f"{self.confidence:.4f}"
         return [self.source, self.decision, conf, self.action, self.destination, self.note]
-
-
-def display_path(path):
-    """``path`` as printable text: bytes that are not UTF-8 shown as ``\\xNN`` escapes.
-
-    >>> display_path("caf\\udce9.wav")
-    'caf\\\\xe9.wav'
-    """
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def check_labels(labels):

@@ -70,5 +70,9 @@ def test_predict_long_track_costs_bounded_frames(tone_corpus, tmp_path):
                                        "--excerpts", "2", "--excerpt-seconds", "1", "-f", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["predictions"][0]["n_frames"] == 2 * 101
-    with pytest.raises(ParameterError, match="excerpt seconds must be a number > 0"):
+    with pytest.raises(ParameterError, match=r"excerpt seconds must be a number >= 0.025 \(one analysis window\)"):
         pipeline.predict(model, [long_path], excerpts=(2, 0))
+    with pytest.raises(ParameterError, match="excerpt seconds must be a number >= 0.025"):
+        pipeline.predict(model, [long_path], excerpts=(2, 1e-9))  # failed per file before, as 'no audio'
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "m.agmm"), str(long_path), "--excerpt-seconds", "1e-9"])
+    assert result.exit_code == 2 and "excerpt seconds must be a number >= 0.025" in result.stderr

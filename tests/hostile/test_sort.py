@@ -432,9 +432,7 @@ def test_names_that_are_not_utf8_are_placed_journalled_and_reported(tmp_path, mo
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses names that are not UTF-8")
-@pytest.mark.parametrize("fmt", ["json", *(pytest.param(f, marks=pytest.mark.xfail(
-    reason="cli.sort prints names with strict UTF-8: it should print sorting.display_path(e.source) "
-           "(requested of cli.py's owner)")) for f in ("csv", "table"))])
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])
 def test_names_that_are_not_utf8_through_the_cli(model_path, tmp_path, fmt):
     lib = tmp_path / "lib"
     paths = make_lib(lib, len(ODD), names=ODD)
