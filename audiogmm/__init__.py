@@ -48,6 +48,11 @@ _EXPORTS = {
     "NotFittedError": "exceptions",
     "ConvergenceWarning": "exceptions",
     "AudioSkippedWarning": "exceptions",
+    "DatasetWarning": "exceptions",
+    "CacheWarning": "exceptions",
+    "UnknownLabelWarning": "exceptions",
+    "ExtractionSpec": "extraction",
+    "read_index": "cache",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -167,7 +167,7 @@ def discover(source, *, include=(), exclude=()):
 
 
 def _discover_folder(root):
-    rows, empty, unreadable, loose = [], [], [], 0
+    rows, empty, unreadable, loose = [], [], [], []
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -180,7 +180,8 @@ def _discover_folder(root):
         except OSError:
             is_dir = False
         if not is_dir:
-            loose += is_audio_path(entry.name)
+            if is_audio_path(entry.name):
+                loose.append(entry.name)
             continue
         sub = Path(entry.path)
         bad = []
@@ -207,8 +208,9 @@ def _discover_folder(root):
         )
     if rows and loose:
         warnings.warn(
-            f"{loose} audio file(s) directly in {display_path(root)!r} are not used: only its sub-folders are "
-            "classes (DATA/<label>/clip.wav); move them into the sub-folder of their label",
+            f"{len(loose)} audio file(s) directly in {display_path(root)!r} are not used ("
+            f"{', '.join(display_path(n) for n in sorted(loose)[:5])}{', ...' if len(loose) > 5 else ''}): only its "
+            "sub-folders are classes (DATA/<label>/clip.wav); move them into the sub-folder of their label",
             DatasetWarning, stacklevel=3,
         )
     return rows

@@ -17,6 +17,7 @@ __all__ = [
     "AudioSkippedWarning",
     "DatasetWarning",
     "CacheWarning",
+    "UnknownLabelWarning",
 ]
 
 
@@ -69,6 +70,10 @@ class AudioSkippedWarning(UserWarning):
 
 class DatasetWarning(UserWarning):
     """Part of a dataset is not used (loose files beside the class folders, a folder without audio)."""
+
+
+class UnknownLabelWarning(UserWarning):
+    """Some test recordings carry labels the model does not know: they count as errors."""
 
 
 class CacheWarning(UserWarning):

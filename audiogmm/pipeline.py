@@ -23,7 +23,7 @@ import numpy as np
 from . import dataset as _dataset
 from . import extraction as _extraction
 from .cache import FeatureCache
-from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError
+from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError, UnknownLabelWarning
 from .features import FeatureConfig
 from ._validation import check_n_jobs
 from . import evaluation as _evaluation
@@ -838,7 +838,7 @@ def _check_test_labels(model, rows):
         n = sum(str(r.label) in unknown for r in rows)
         warnings.warn(
             f"{n} test recording(s) have label(s) the model does not know ({', '.join(unknown)}; its classes: "
-            f"{', '.join(model.classes)}): they are counted as errors", UserWarning, stacklevel=3)
+            f"{', '.join(model.classes)}): they are counted as errors", UnknownLabelWarning, stacklevel=3)
 
 
 def _predict_clips(model, rows, clip, n_jobs, progress, cache_dir):
