@@ -865,17 +865,18 @@ def evaluate(model, dataset, *, include=(), exclude=(), n_jobs=1, cache_dir=None
         predictions=good,
         skipped=skipped,
         verification=verification,
-        calibration=_calibration_report(np.log(np.array([pr.probabilities for pr in good])), decision, y_true,
-                                        model.classes),
+        calibration=_calibration_report(np.array([pr.probabilities for pr in good]), decision, y_true,
+                                        model.classes, log=True),
     )
 
 
-def _calibration_report(log_proba, decision, y_true, classes):
-    """Calibration figures of the reported probabilities and, under ``softmax``, of the plain softmax."""
+def _calibration_report(proba, decision, y_true, classes, log=False):
+    """Calibration figures of the reported probabilities (their logs unless ``log``) and, under
+    ``softmax``, of the plain softmax of the decision scores."""
     from scipy.special import log_softmax
 
     with np.errstate(divide="ignore"):
-        report = _evaluation.calibration_metrics(log_proba, y_true, classes)
+        report = _evaluation.calibration_metrics(np.log(proba) if log else proba, y_true, classes)
     plain = _evaluation.calibration_metrics(log_softmax(np.where(np.isnan(decision), -np.inf, decision), axis=1),
                                             y_true, classes)
     report["softmax"] = {k: plain[k] for k in ("ece", "log_loss", "brier")}
