@@ -6,9 +6,16 @@ the log class priors, to log-probabilities. Every probability audiogmm prints go
 calibrator stored with the model, so a calibration fitted at training time is used by
 ``predict``, ``--segment``, ``evaluate`` and ``sort`` alike.
 
-:class:`SoftmaxCalibrator` is the default: ``softmax(score + log prior)``, which ranks classes
-exactly as the scores do but is not calibrated (mean frame log-likelihoods of long
-recordings are far apart, those of UBM log-likelihood ratios close together).
+:class:`SoftmaxCalibrator` is the default of an unfitted model: ``softmax(score + log prior)``,
+which ranks classes exactly as the scores do but is not calibrated (mean frame
+log-likelihoods of long recordings are far apart, those of UBM log-likelihood ratios close
+together). :class:`TemperatureCalibrator` is what :func:`audiogmm.pipeline.train` fits on
+out-of-fold scores (see :func:`audiogmm.evaluation.fit_calibration`): one scale on the decision
+logits, so labels never change, and a length factor so that a few frames are not as certain
+as a whole recording.
+
+Every calibrator's ``log_proba(scores, log_prior, *, n_frames=None)`` takes the number of
+frames behind each row (None: as long as the recordings it was fitted on).
 
 A calibrator's state is plain JSON (:meth:`to_dict`) plus named float64 arrays
 (:meth:`to_arrays`), so the model file holds no pickled object; :func:`calibrator_from_state`

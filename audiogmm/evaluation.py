@@ -550,8 +550,9 @@ def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None
     Returns
     -------
     calibrator : TemperatureCalibrator or None
-        None when some class has fewer than 2 groups (nothing can be held out and still
-        trained on) or no held-out recording had a score for every class.
+        None when some class has fewer than 2 recordings (nothing can be held out and still
+        trained on) or no held-out recording had a score for every class. A class whose
+        recordings are all in one group is split by recording (``ungrouped_classes``).
     info : dict
         What was done, for the model's summary: ``kind``, ``n_splits``, ``n_held_out``,
         ``scale``, ``length_exponent``, ``n_frames_ref`` and the held-out ``ece`` before/after;
@@ -560,12 +561,19 @@ def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None
     from .calibration import TemperatureCalibrator
 
     labels = np.asarray(labels).astype(str)
-    groups = np.arange(len(labels)).astype(str) if groups is None else np.asarray(groups).astype(str)
+    items = np.array([f"\0item {i}" for i in range(len(labels))])  # no group key looks like these
+    groups = items if groups is None else np.asarray(groups).astype(str)
     classes = np.unique(labels)
+    # A class whose recordings all share one group (a language with one training speaker)
+    # cannot be held out whole and still trained on: its recordings are split one by one,
+    # the other classes stay grouped.
+    ungrouped = [str(c) for c in classes if np.unique(groups[labels == c]).size < 2]
+    if ungrouped:
+        groups = np.where(np.isin(labels, ungrouped), items, groups)
     per_class = [np.unique(groups[labels == c]).size for c in classes]
     if classes.size < 2 or min(per_class) < 2:
         few = [str(c) for c, n in zip(classes, per_class) if n < 2]
-        return None, {"kind": "softmax", "reason": f"too few recordings (or groups) per class to hold any out: "
+        return None, {"kind": "softmax", "reason": f"too few recordings per class to hold any out: "
                                                    f"{', '.join(few) or 'a single class'}"}
     k = max(2, min(int(n_splits), min(per_class)))
     splits = kfold_splits(labels, groups, k, random_state=random_state)
@@ -585,7 +593,7 @@ def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None
     info = {"kind": cal.kind, "n_splits": len(splits), "n_held_out": int(ok.sum()), "scale": cal.scale_,
             "length_exponent": cal.length_exponent_, "n_frames_ref": cal.n_frames_ref_,
             "held_out_ece_softmax": before["ece"], "held_out_ece": after["ece"],
-            "held_out_accuracy": after["accuracy"]}
+            "held_out_accuracy": after["accuracy"], "ungrouped_classes": ungrouped}
     return cal, info
 
 

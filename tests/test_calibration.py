@@ -192,10 +192,13 @@ def test_train_groups_the_calibration_folds(tone_corpus):
     assert model.summary["calibration"]["n_splits"] == 2
     with pytest.raises(ParameterError, match="does not match"):
         pipeline.train(tone_corpus / "train", group_by=r"nothing-like-this", **kw)
-    # one group per class: nothing can be held out, the softmax is kept and the summary says why
-    model = pipeline.train(tone_corpus / "train", group_by=r"^([a-z]+)/", **kw)
+    # one group per class: that class's recordings are held out one by one
+    model = pipeline.train(tone_corpus / "train", group_by=r"^(low|noise|high/high_[01]|high/high_[23])", **kw)
+    assert model.summary["calibration"]["ungrouped_classes"] == ["low", "noise"]
+    # one recording of a class: nothing can be held out, the softmax is kept and the summary says why
+    model = pipeline.train(tone_corpus / "train", exclude=["low/low_[123].wav"], **kw)
     assert isinstance(model.classifier.calibrator_, SoftmaxCalibrator)
-    assert "too few recordings" in model.summary["calibration"]["reason"]
+    assert "too few recordings per class to hold any out: low" in model.summary["calibration"]["reason"]
     with pytest.raises(ParameterError, match="calibrate must be True or False"):
         pipeline.train(tone_corpus / "train", calibrate="yes", **kw)
 
