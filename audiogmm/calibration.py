@@ -164,8 +164,9 @@ class TemperatureCalibrator:
         Parameters
         ----------
         scores : ndarray of shape (n_recordings, n_classes)
-            Out-of-fold scores (mean frame log-likelihoods); rows with a non-finite score (a
-            class missing from a fold's training part) are left out.
+            Out-of-fold scores (mean frame log-likelihoods). ``-inf`` marks a class a fold's
+            classifier did not have (probability 0 in that row); rows with a NaN, a non-finite
+            true-class score or a single finite class are left out.
         y : array-like of int, shape (n_recordings,)
             Column index of each recording's true class.
         log_prior : ndarray of shape (n_classes,)
@@ -183,13 +184,14 @@ class TemperatureCalibrator:
 
         scores, log_prior = _check_scores(scores, log_prior)
         y = _check_targets(y, scores)
-        ok = np.all(np.isfinite(scores), axis=1)
+        ok = _usable(scores, y)
         scores, y = scores[ok], y[ok]
         if scores.shape[0] == 0:
-            raise ParameterError("no recording with a finite score for every class: nothing to calibrate on")
+            raise ParameterError("no recording with a finite score for its class: nothing to calibrate on")
         n_classes = scores.shape[1]
-        target = _targets(y, n_classes, self._eps(y.size, n_classes))
-        z0 = scores + log_prior
+        present = np.isfinite(scores)
+        target = _targets(y, present, self._eps(y.size, n_classes))
+        z0 = np.where(present, scores + log_prior, 0.0)
         use_bias = bool(self.bias)
 
         def loss(theta):
@@ -197,12 +199,12 @@ class TemperatureCalibrator:
             z = a * z0
             if use_bias:
                 z = z + np.r_[0.0, theta[1:]]  # the first class's offset is fixed: softmax is shift-invariant
-            lp = log_softmax(z, axis=1)
-            g = (np.exp(lp) - target) / y.size  # d loss / d z
+            lp = log_softmax(np.where(present, z, -np.inf), axis=1)
+            g = (np.exp(lp) - target) / y.size  # d loss / d z (0 for absent classes)
             grad = [np.sum(g * a * z0)]
             if use_bias:
                 grad += list(g.sum(axis=0)[1:])
-            return -np.sum(target * lp) / y.size, np.array(grad)
+            return -np.sum(target * np.where(present, lp, 0.0)) / y.size, np.array(grad)
 
         theta0 = np.zeros(1 + (n_classes - 1 if use_bias else 0))
         res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=[(-12.0, 12.0)] + [(None, None)] * (theta0.size - 1))
@@ -220,14 +222,16 @@ class TemperatureCalibrator:
             p_scores, _ = _check_scores(p_scores, log_prior)
             p_y = _check_targets(p_y, p_scores)
             p_n = np.asarray(p_n, dtype=np.float64).reshape(-1)
-            keep = np.all(np.isfinite(p_scores), axis=1) & (p_n < self.n_frames_ref_)
+            keep = _usable(p_scores, p_y) & (p_n < self.n_frames_ref_)
             if keep.any():
-                logits = self._logits(p_scores[keep], log_prior)
+                p_present = np.isfinite(p_scores[keep])
+                logits = np.where(p_present, self._logits(np.where(p_present, p_scores[keep], 0.0), log_prior), -np.inf)
                 ratio = np.log(p_n[keep] / self.n_frames_ref_)[:, None]
-                p_target = _targets(p_y[keep], n_classes, self._eps(int(keep.sum()), n_classes))
+                p_target = _targets(p_y[keep], p_present, self._eps(int(keep.sum()), n_classes))
 
                 def piece_loss(beta):
-                    return -np.sum(p_target * log_softmax(np.exp(beta * ratio) * logits, axis=1))
+                    lp = log_softmax(np.exp(beta * ratio) * logits, axis=1)
+                    return -np.sum(p_target * np.where(p_present, lp, 0.0))
 
                 self.length_exponent_ = float(minimize_scalar(piece_loss, bounds=(0.0, 1.0), method="bounded").x)
         return self
@@ -287,8 +291,15 @@ def _check_targets(y, scores):
     return y
 
 
-def _targets(y, n_classes, eps):
-    t = np.full((y.size, n_classes), eps / n_classes)
+def _usable(scores, y):
+    """Rows to fit on: no NaN, a finite score for the true class and for at least one other."""
+    finite = np.isfinite(scores)
+    return ~np.any(np.isnan(scores), axis=1) & finite[np.arange(y.size), y] & (finite.sum(axis=1) >= 2)
+
+
+def _targets(y, present, eps):
+    """Smoothed one-hot targets, the smoothing spread over the classes ``present`` in each row."""
+    t = present * (eps / present.sum(axis=1, keepdims=True))
     t[np.arange(y.size), y] += 1.0 - eps
     return t
 

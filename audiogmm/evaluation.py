@@ -550,9 +550,9 @@ def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None
     Returns
     -------
     calibrator : TemperatureCalibrator or None
-        None when some class has fewer than 2 recordings (nothing can be held out and still
-        trained on) or no held-out recording had a score for every class. A class whose
-        recordings are all in one group is split by recording (``ungrouped_classes``).
+        None when no class has 2 groups (nothing can be held out and still trained on) or
+        fewer than 2 held-out recordings were scored by a model of their class. A class whose
+        recordings are all in one group (``single_group_classes``) is held out whole.
     info : dict
         What was done, for the model's summary: ``kind``, ``n_splits``, ``n_held_out``,
         ``scale``, ``length_exponent``, ``n_frames_ref`` and the held-out ``ece`` before/after;
@@ -561,39 +561,38 @@ def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None
     from .calibration import TemperatureCalibrator
 
     labels = np.asarray(labels).astype(str)
-    items = np.array([f"\0item {i}" for i in range(len(labels))])  # no group key looks like these
-    groups = items if groups is None else np.asarray(groups).astype(str)
+    groups = np.arange(len(labels)).astype(str) if groups is None else np.asarray(groups).astype(str)
     classes = np.unique(labels)
-    # A class whose recordings all share one group (a language with one training speaker)
-    # cannot be held out whole and still trained on: its recordings are split one by one,
-    # the other classes stay grouped.
-    ungrouped = [str(c) for c in classes if np.unique(groups[labels == c]).size < 2]
-    if ungrouped:
-        groups = np.where(np.isin(labels, ungrouped), items, groups)
-    per_class = [np.unique(groups[labels == c]).size for c in classes]
-    if classes.size < 2 or min(per_class) < 2:
-        few = [str(c) for c, n in zip(classes, per_class) if n < 2]
-        return None, {"kind": "softmax", "reason": f"too few recordings per class to hold any out: "
-                                                   f"{', '.join(few) or 'a single class'}"}
-    k = max(2, min(int(n_splits), min(per_class)))
+    per_class = np.array([np.unique(groups[labels == c]).size for c in classes])
+    if classes.size < 2 or per_class.max() < 2:
+        return None, {"kind": "softmax", "reason": "too few recordings (or groups) per class to hold any out"}
+    # A class whose recordings share one group (a language with one training speaker) stays
+    # grouped: a fold holding it out has no model of it, its held-out recordings cannot be
+    # used, and the others are scored without it (-inf). Splitting it by recording instead
+    # measured overconfident on new speakers.
+    single = [str(c) for c, n in zip(classes, per_class) if n < 2]
+    k = max(2, min(int(n_splits), int(per_class.max())))
     splits = kfold_splits(labels, groups, k, random_state=random_state)
     oof = out_of_fold_scores(features, labels, splits, make_classifier, with_pieces=True, progress=progress)
     log_prior = np.log(np.full(classes.size, 1.0 / classes.size)) if log_prior is None else np.asarray(log_prior)
     y = np.searchsorted(classes, labels)
-    ok = np.all(np.isfinite(oof["scores"]), axis=1)
-    if not ok.any():
-        return None, {"kind": "softmax", "reason": "no held-out recording was scored by every class"}
+    scores = np.where(np.isnan(oof["scores"]), -np.inf, oof["scores"])
+    finite = np.isfinite(scores)
+    ok = finite[np.arange(y.size), y] & (finite.sum(axis=1) >= 2)
+    if ok.sum() < 2:
+        return None, {"kind": "softmax", "reason": "no held-out recording was scored by a model of its class"}
+    p_scores = np.where(np.isnan(oof["piece_scores"]), -np.inf, oof["piece_scores"])
     cal = TemperatureCalibrator(bias=bias).fit(
-        oof["scores"], y, log_prior, n_frames=oof["n_frames"],
-        pieces=(oof["piece_scores"], y[oof["piece_index"]], oof["piece_n_frames"]))
+        scores, y, log_prior, n_frames=oof["n_frames"],
+        pieces=(p_scores, y[oof["piece_index"]], oof["piece_n_frames"]))
     from scipy.special import log_softmax
 
-    before = calibration_metrics(log_softmax(oof["scores"][ok] + log_prior, axis=1), labels[ok], classes)
-    after = calibration_metrics(cal.log_proba(oof["scores"][ok], log_prior), labels[ok], classes)
+    before = calibration_metrics(log_softmax(scores[ok] + log_prior, axis=1), labels[ok], classes)
+    after = calibration_metrics(cal.log_proba(scores[ok], log_prior), labels[ok], classes)
     info = {"kind": cal.kind, "n_splits": len(splits), "n_held_out": int(ok.sum()), "scale": cal.scale_,
             "length_exponent": cal.length_exponent_, "n_frames_ref": cal.n_frames_ref_,
             "held_out_ece_softmax": before["ece"], "held_out_ece": after["ece"],
-            "held_out_accuracy": after["accuracy"], "ungrouped_classes": ungrouped}
+            "held_out_accuracy": after["accuracy"], "single_group_classes": single}
     return cal, info
 
 

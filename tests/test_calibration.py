@@ -74,6 +74,20 @@ def test_rows_with_a_missing_class_are_left_out(rng):
     assert a == TemperatureCalibrator().fit(scores[50:], y[50:], lp).scale_
 
 
+def test_a_class_absent_from_a_fold_counts_as_impossible(rng):
+    scores, y, lp = sampled(rng, 3000, 3, 2.0)
+    absent = scores.copy()
+    rows = np.flatnonzero(y != 2)[:1000]
+    absent[rows, 2] = -np.inf  # these rows were scored by models without class 2
+    keep = np.ones(y.size, bool)
+    keep[np.flatnonzero(y == 2)[:5]] = False
+    absent[~keep, 2] = -np.inf  # and a few class-2 rows have no score for their own class: left out
+    cal = TemperatureCalibrator(label_smoothing=0).fit(absent, y, lp)
+    assert cal.scale_ == pytest.approx(2.0, rel=0.1)
+    p = np.exp(cal.log_proba(absent[rows], lp))
+    assert np.all(p[:, 2] == 0) and np.allclose(p.sum(axis=1), 1)
+
+
 def test_fit_rejects_bad_input(rng):
     scores, y, lp = sampled(rng, 20, 3, 1.0)
     with pytest.raises(ParameterError, match="y must hold one class index"):
@@ -192,13 +206,15 @@ def test_train_groups_the_calibration_folds(tone_corpus):
     assert model.summary["calibration"]["n_splits"] == 2
     with pytest.raises(ParameterError, match="does not match"):
         pipeline.train(tone_corpus / "train", group_by=r"nothing-like-this", **kw)
-    # one group per class: that class's recordings are held out one by one
+    # classes in one group each stay whole: held out, they are not scored (no model of them)
     model = pipeline.train(tone_corpus / "train", group_by=r"^(low|noise|high/high_[01]|high/high_[23])", **kw)
-    assert model.summary["calibration"]["ungrouped_classes"] == ["low", "noise"]
-    # one recording of a class: nothing can be held out, the softmax is kept and the summary says why
-    model = pipeline.train(tone_corpus / "train", exclude=["low/low_[123].wav"], **kw)
+    info = model.summary["calibration"]
+    assert info["kind"] == "temperature" and info["single_group_classes"] == ["low", "noise"]
+    assert info["n_held_out"] == 4  # the high recordings only
+    # one group per class: nothing can be held out, the softmax is kept and the summary says why
+    model = pipeline.train(tone_corpus / "train", group_by=r"^([a-z]+)/", **kw)
     assert isinstance(model.classifier.calibrator_, SoftmaxCalibrator)
-    assert "too few recordings per class to hold any out: low" in model.summary["calibration"]["reason"]
+    assert "too few recordings (or groups) per class" in model.summary["calibration"]["reason"]
     with pytest.raises(ParameterError, match="calibrate must be True or False"):
         pipeline.train(tone_corpus / "train", calibrate="yes", **kw)
 
