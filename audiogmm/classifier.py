@@ -286,19 +286,22 @@ class BaseGMMClassifier(ParamsMixin):
         d = self.joint_scores(X)
         return d[:, 1] - d[:, 0] if d.shape[1] == 2 else d
 
-    def log_proba_from_scores(self, scores):
+    def log_proba_from_scores(self, scores, *, n_frames=None):
         """Log class probabilities of ``scores`` (n, n_classes) by the model's calibrator.
 
         The one place where probabilities are made: :meth:`predict_proba`, segment
-        timelines and the pipeline's predictions all call it.
+        timelines and the pipeline's predictions all call it. ``n_frames`` (frames behind each
+        row) lets a calibrator temper scores averaged over fewer frames than the recordings it
+        was fitted on (a short trailing segment); None: as long as those.
         """
         self._check_fitted()
         calibrator = getattr(self, "calibrator_", None) or SoftmaxCalibrator()
-        return calibrator.log_proba(np.atleast_2d(scores), np.log(self.class_prior_))
+        return calibrator.log_proba(np.atleast_2d(scores), np.log(self.class_prior_), n_frames=n_frames)
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, shape (n_recordings, n_classes)."""
-        return self.log_proba_from_scores(self.score_recordings(X))
+        recordings, _ = self._check_recordings(X)
+        return self.log_proba_from_scores(self.score_recordings(X), n_frames=[r.shape[0] for r in recordings])
 
     def predict_proba(self, X):
         """Class probabilities by the calibrator, shape (n_recordings, n_classes).

@@ -613,7 +613,9 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
     """Score MODEL on labelled DATA, or (without MODEL) a training recipe on DATA by cross-validation.
 
     Reports accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1, the confusion
-    matrix and the equal error rate of one-vs-rest trials (--format json adds the DET curve).
+    matrix, the equal error rate of one-vs-rest trials (--format json adds the DET curve) and
+    calibration: expected calibration error, log-loss, Brier score and, per --min-confidence
+    threshold, the share of recordings kept and their accuracy.
     """
     from . import pipeline
 
@@ -762,7 +764,19 @@ def _evaluation_report(ev):
                      f"K={p['n_components']}{', clips of %g s' % p['clip'] if p['clip'] else ''}")
         lines.append(f"split accuracy     {accs}  (mean {p['fold_accuracy_mean']:.4f}, "
                      f"std {p['fold_accuracy_std']:.4f})")
+    cal = ev.calibration
+    if cal is not None and cal["n"]:
+        soft = cal["softmax"]
+        lines.append(f"calibration        ECE {cal['ece']:.4f}, log-loss {cal['log_loss']:.4f}, Brier "
+                     f"{cal['brier']:.4f}  (uncalibrated softmax: {soft['ece']:.4f}, {soft['log_loss']:.4f}, "
+                     f"{soft['brier']:.4f})")
     lines.append("")
+    if cal is not None and cal["n"]:
+        lines.append("--min-confidence: share of recordings kept and their accuracy")
+        lines.append(_table([[f"{c['threshold']:.2f}", f"{c['kept']:.3f}", c["n_kept"],
+                              "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"] for c in cal["coverage"]],
+                            ["threshold", "kept", "n", "accuracy"]))
+        lines.append("")
     rows = [[lab, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", s]
             for lab, p, r, f, s in zip(ev.labels, ev.precision, ev.recall, ev.f1, ev.support)]
     lines.append(_table(rows, ["class", "precision", "recall", "f1", "support"]))

@@ -33,6 +33,7 @@ from .features import normalize
 __all__ = [
     "group_keys", "kfold_splits", "fixed_split", "cut_clips", "clip_config", "run_splits",
     "verification_metrics", "classification_metrics", "one_vs_rest_scores",
+    "out_of_fold_scores", "fit_calibration", "calibration_metrics", "CALIBRATION_SPLITS", "COVERAGE_THRESHOLDS",
 ]
 
 
@@ -253,7 +254,8 @@ def cut_clips(X, config, clip, frames=None):
 
 
 # -- training and scoring over splits ---------------------------------------------------------
-def run_splits(features, labels, splits, make_classifier, *, progress=None):
+def run_splits(features, labels, splits, make_classifier, *, progress=None, calibrate=False, groups=None,
+               random_state=0):
     """Train on each split's training part and score its test part.
 
     Parameters
@@ -263,6 +265,14 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
     splits : sequence of (train_index, test_index)
     make_classifier : callable() -> unfitted classifier
     progress : callable(stage, done, total), optional
+    calibrate : bool, default=False
+        Fit each split's calibrator on out-of-fold scores of its training part
+        (:func:`fit_calibration`, grouped by ``groups``), as :func:`audiogmm.pipeline.train`
+        does: the test part's probabilities are then those a trained model would give.
+    groups : sequence of str, optional
+        The group of each recording, for ``calibrate``.
+    random_state : int or None, default=0
+        Shuffles the calibration folds.
 
     Returns
     -------
@@ -273,7 +283,8 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
         the log-probabilities by that split's classifier's calibrator, -inf for a class it lacks),
         ``tested`` (bool mask),
         ``y_pred`` (list, None where not tested), ``folds`` (per split: ``n_train``,
-        ``n_test``, ``accuracy``).
+        ``n_test``, ``accuracy`` and, with ``calibrate``, ``calibration``: what
+        :func:`fit_calibration` reports).
     """
     labels = np.asarray(labels).astype(str)
     classes = np.unique(labels)
@@ -286,17 +297,26 @@ def run_splits(features, labels, splits, make_classifier, *, progress=None):
     for f, (tr, te) in enumerate(splits):
         clf = make_classifier()
         clf.fit([features[i] for i in tr], labels[tr])
+        calibration = None
+        if calibrate:
+            cal, calibration = fit_calibration([features[i] for i in tr], labels[tr],
+                                               None if groups is None else [groups[i] for i in tr], make_classifier,
+                                               log_prior=np.log(clf.class_prior_), random_state=random_state)
+            if cal is not None:
+                clf.calibrator_ = cal
         cols = np.searchsorted(classes, np.asarray(clf.classes_).astype(str))
         te_features = [features[i] for i in te]  # (n, n_classes) even for two classes:
         s = clf.score_recordings(te_features)
         d = s + np.log(clf.class_prior_)
         scores[np.ix_(te, cols)] = d
-        log_proba[np.ix_(te, cols)] = clf.log_proba_from_scores(s)
+        log_proba[np.ix_(te, cols)] = clf.log_proba_from_scores(s, n_frames=[X.shape[0] for X in te_features])
         pred = np.asarray(clf.classes_).astype(str)[np.argmax(d, axis=1)]
         for i, p in zip(te, pred):
             y_pred[i] = str(p)
         folds.append({"n_train": int(len(tr)), "n_test": int(len(te)),
                       "accuracy": float(np.mean(pred == labels[te]))})
+        if calibration is not None:
+            folds[-1]["calibration"] = calibration
         if progress:
             progress("folds", f + 1, len(splits))
     tested = np.array([p is not None for p in y_pred])
@@ -403,3 +423,223 @@ def classification_metrics(y_true, y_pred, labels):
         "precision": p, "recall": r, "f1": f, "support": s,
         "confusion": metrics.confusion_matrix(y_true, y_pred, labels=labels),
     }
+
+
+# -- calibration -------------------------------------------------------------------------------
+#: Folds of the out-of-fold scores a calibrator is fitted on: each costs one training on
+#: (k-1)/k of the data, so k=3 adds about twice the training time (k=5: four times) while
+#: every recording is still held out once.
+CALIBRATION_SPLITS = 3
+#: Lengths (as fractions of a held-out recording) of the pieces the length factor is fitted on.
+_PIECE_FRACTIONS = tuple(2.0 ** -i for i in range(1, 7))
+#: The shortest piece scored, in frames.
+_MIN_PIECE_FRAMES = 4
+
+
+def _pieces(ll):
+    """Mean scores of centred pieces of one recording's frame scores ``ll`` (n_frames, n_classes)."""
+    n = ll.shape[0]
+    out, lengths = [], []
+    for f in _PIECE_FRACTIONS:
+        m = int(round(n * f))
+        if m < _MIN_PIECE_FRAMES:
+            break
+        a = (n - m) // 2
+        out.append(ll[a:a + m].mean(axis=0))
+        lengths.append(m)
+    return out, lengths
+
+
+def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces=False, progress=None):
+    """Scores of every recording by a classifier trained without it, and of pieces of it.
+
+    Parameters
+    ----------
+    features, labels, splits, make_classifier
+        As :func:`run_splits`.
+    with_pieces : bool, default=False
+        Also score centred pieces of 1/2, 1/4, ... of each held-out recording (down to
+        4 frames), from its frames scored once.
+    progress : callable(stage, done, total), optional
+        Called with stage ``"calibration"``.
+
+    Returns
+    -------
+    result : dict
+        ``classes``, ``scores`` (n_recordings, n_classes; mean frame scores without priors,
+        NaN for a class a fold lacked or a recording never held out), ``n_frames``,
+        and with pieces ``piece_scores``, ``piece_index`` (the recording of each piece) and
+        ``piece_n_frames``.
+    """
+    labels = np.asarray(labels).astype(str)
+    classes = np.unique(labels)
+    scores = np.full((len(features), classes.size), np.nan)
+    p_scores, p_index, p_n = [], [], []
+    if progress:
+        progress("calibration", 0, len(splits))
+    for f, (tr, te) in enumerate(splits):
+        clf = make_classifier()
+        clf.fit([features[i] for i in tr], labels[tr])
+        cols = np.searchsorted(classes, np.asarray(clf.classes_).astype(str))
+        scores[np.ix_(te, cols)] = clf.score_recordings([features[i] for i in te])
+        if with_pieces:
+            for i in te:
+                means, lengths = _pieces(clf.score_frames(features[i]))
+                for m, n in zip(means, lengths):
+                    row = np.full(classes.size, np.nan)
+                    row[cols] = m
+                    p_scores.append(row)
+                    p_index.append(i)
+                    p_n.append(n)
+        if progress:
+            progress("calibration", f + 1, len(splits))
+    out = {"classes": [str(c) for c in classes], "scores": scores,
+           "n_frames": np.array([X.shape[0] for X in features])}
+    if with_pieces:
+        out.update(piece_scores=np.array(p_scores).reshape(-1, classes.size), piece_index=np.array(p_index, dtype=int),
+                   piece_n_frames=np.array(p_n, dtype=int))
+    return out
+
+
+def fit_calibration(features, labels, groups, make_classifier, *, log_prior=None, n_splits=CALIBRATION_SPLITS,
+                    random_state=0, bias=False, progress=None):
+    """A calibrator fitted on out-of-fold scores of a training set, or None when it cannot be.
+
+    The training items are split into ``n_splits`` folds stratified by class and kept whole by
+    group (:func:`kfold_splits`), a classifier is trained on each fold's rest, and a
+    :class:`~audiogmm.calibration.TemperatureCalibrator` is fitted on the held-out scores (its
+    length factor on pieces of them). With groups (speakers, tracks...), the probabilities thus
+    reflect accuracy on *new* groups.
+
+    Parameters
+    ----------
+    features, labels : sequences of the training items
+    groups : sequence of str or None
+        The group of each item (None: every item is its own group).
+    make_classifier : callable() -> unfitted classifier
+    log_prior : ndarray of shape (n_classes,), optional
+        The final model's log priors (default: uniform).
+    n_splits : int >= 2, default=CALIBRATION_SPLITS (3)
+        Lowered to the fewest groups of a class.
+    random_state : int or None, default=0
+    bias : bool, default=False
+        Also fit class offsets (see the calibrator).
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    calibrator : TemperatureCalibrator or None
+        None when no class has 2 groups (nothing can be held out and still trained on) or
+        fewer than 2 held-out recordings were scored by a model of their class. A class whose
+        recordings are all in one group (``single_group_classes``) is held out whole.
+    info : dict
+        What was done, for the model's summary: ``kind``, ``n_splits``, ``n_held_out``,
+        ``scale``, ``length_exponent``, ``n_frames_ref`` and the held-out ``ece`` before/after;
+        or ``kind="softmax"`` and ``reason``.
+    """
+    from .calibration import TemperatureCalibrator
+
+    labels = np.asarray(labels).astype(str)
+    groups = np.arange(len(labels)).astype(str) if groups is None else np.asarray(groups).astype(str)
+    classes = np.unique(labels)
+    per_class = np.array([np.unique(groups[labels == c]).size for c in classes])
+    if classes.size < 2 or per_class.max() < 2:
+        return None, {"kind": "softmax", "reason": "too few recordings (or groups) per class to hold any out"}
+    # A class whose recordings share one group (a language with one training speaker) stays
+    # grouped: a fold holding it out has no model of it, its held-out recordings cannot be
+    # used, and the others are scored without it (-inf). Splitting it by recording instead
+    # measured overconfident on new speakers.
+    single = [str(c) for c, n in zip(classes, per_class) if n < 2]
+    k = max(2, min(int(n_splits), int(per_class.max())))
+    splits = kfold_splits(labels, groups, k, random_state=random_state)
+    oof = out_of_fold_scores(features, labels, splits, make_classifier, with_pieces=True, progress=progress)
+    log_prior = np.log(np.full(classes.size, 1.0 / classes.size)) if log_prior is None else np.asarray(log_prior)
+    y = np.searchsorted(classes, labels)
+    scores = np.where(np.isnan(oof["scores"]), -np.inf, oof["scores"])
+    finite = np.isfinite(scores)
+    ok = finite[np.arange(y.size), y] & (finite.sum(axis=1) >= 2)
+    if ok.sum() < 2:
+        return None, {"kind": "softmax", "reason": "no held-out recording was scored by a model of its class"}
+    p_scores = np.where(np.isnan(oof["piece_scores"]), -np.inf, oof["piece_scores"])
+    cal = TemperatureCalibrator(bias=bias).fit(
+        scores, y, log_prior, n_frames=oof["n_frames"],
+        pieces=(p_scores, y[oof["piece_index"]], oof["piece_n_frames"]))
+    from scipy.special import log_softmax
+
+    before = calibration_metrics(log_softmax(scores[ok] + log_prior, axis=1), labels[ok], classes)
+    after = calibration_metrics(cal.log_proba(scores[ok], log_prior), labels[ok], classes)
+    info = {"kind": cal.kind, "n_splits": len(splits), "n_held_out": int(ok.sum()), "scale": cal.scale_,
+            "length_exponent": cal.length_exponent_, "n_frames_ref": cal.n_frames_ref_,
+            "held_out_ece_softmax": before["ece"], "held_out_ece": after["ece"],
+            "held_out_accuracy": after["accuracy"], "single_group_classes": single}
+    return cal, info
+
+
+#: Confidence thresholds of the coverage table.
+COVERAGE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def calibration_metrics(log_proba, y_true, classes, *, n_bins=10, thresholds=COVERAGE_THRESHOLDS):
+    """How well probabilities match accuracy: ECE, log-loss, Brier score and a coverage table.
+
+    Parameters
+    ----------
+    log_proba : ndarray of shape (n_recordings, n_classes)
+        Log-probabilities (``-inf`` allowed) following ``classes``.
+    y_true : sequence of str
+        Recordings whose label is not in ``classes`` are left out (their probability is 0
+        by construction; ``n_unknown`` counts them).
+    classes : sequence of str
+    n_bins : int, default=10
+        Equal-width bins of the top probability over [0, 1] for the expected calibration error.
+    thresholds : sequence of float
+        Rows of the coverage table.
+
+    Returns
+    -------
+    metrics : dict
+        ``n``, ``n_unknown``, ``accuracy`` (of the top class), ``ece`` = sum over bins of
+        (share of recordings) * |accuracy - mean top probability|, ``log_loss`` (mean of
+        -ln p(true class), p floored at 1e-15), ``brier`` (mean over recordings of the sum over
+        classes of (p_c - [c is true])^2; 0 is perfect, 2 the worst), ``coverage``:
+        ``[{"threshold", "kept" (share with top probability >= threshold), "n_kept",
+        "accuracy" (of those kept, None if none)}]``.
+
+    Examples
+    --------
+    >>> lp = np.log([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    >>> m = calibration_metrics(lp, ["a", "b", "b"], ["a", "b"], thresholds=(0.65,))
+    >>> round(m["ece"], 4), round(m["brier"], 4), m["coverage"][0]["kept"]
+    (0.3333, 0.3067, 0.6666666666666666)
+    """
+    classes = [str(c) for c in classes]
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = [str(t) for t in y_true]
+    lp = np.asarray(log_proba, dtype=np.float64).reshape(len(y_true), len(classes))
+    known = np.array([t in index for t in y_true], dtype=bool)
+    lp = lp[known]
+    y = np.array([index[t] for t, k in zip(y_true, known) if k], dtype=int)
+    n = int(y.size)
+    out = {"n": n, "n_unknown": int((~known).sum())}
+    if n == 0:
+        return {**out, "accuracy": None, "ece": None, "log_loss": None, "brier": None,
+                "coverage": [{"threshold": float(t), "kept": 0.0, "n_kept": 0, "accuracy": None} for t in thresholds]}
+    p = np.exp(lp)
+    top = p.max(axis=1)
+    correct = np.argmax(lp, axis=1) == y
+    bins = np.minimum((top * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.sum() / n * abs(correct[sel].mean() - top[sel].mean())
+    onehot = np.zeros_like(p)
+    onehot[np.arange(n), y] = 1.0
+    coverage = []
+    for t in thresholds:
+        kept = top >= t
+        coverage.append({"threshold": float(t), "kept": float(kept.mean()), "n_kept": int(kept.sum()),
+                         "accuracy": float(correct[kept].mean()) if kept.any() else None})
+    return {**out, "accuracy": float(correct.mean()), "ece": float(ece),
+            "log_loss": float(-np.mean(np.maximum(lp[np.arange(n), y], np.log(1e-15)))),
+            "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))), "coverage": coverage}

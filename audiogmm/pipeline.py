@@ -257,9 +257,11 @@ def train(
     random_state=0,
     cache_dir=None,
     progress=None,
+    calibrate=True,
+    group_by=None,
     **params,
 ):
-    """Train a classifier from a labelled dataset.
+    """Train a classifier from a labelled dataset, and calibrate its probabilities.
 
     Parameters
     ----------
@@ -288,11 +290,22 @@ def train(
     clip : float, optional
         Cut every recording into consecutive clips of this many seconds (each normalised on
         its own; a tail shorter than a clip is dropped) and train on the clips.
+    calibrate : bool, default=True
+        Fit the model's probabilities on out-of-fold scores
+        (:func:`audiogmm.evaluation.fit_calibration`: the recipe is trained
+        :data:`~audiogmm.evaluation.CALIBRATION_SPLITS` more times, on 2/3 of the data each),
+        so that a top probability of 0.8 means 80 % right on new recordings. Skipped (the
+        softmax kept, the reason in ``summary["calibration"]``) when a class has fewer than
+        two recordings or groups. False: the uncalibrated softmax.
+    group_by : str, optional
+        Calibration folds keep recordings with the same key together (a manifest column or a
+        file-name pattern, as :func:`cross_validate`'s), so that confidence reflects accuracy
+        on *new* speakers or tracks. Default: each file is its own group.
 
     Returns
     -------
     model : TrainedModel
-        With ``summary`` holding counts, skipped files and timings.
+        With ``summary`` holding counts, skipped files, timings and ``calibration``.
 
     Raises
     ------
@@ -303,11 +316,14 @@ def train(
     """
     n_jobs = _check_jobs(n_jobs)
     recipe, clf = _resolve_recipe(recipe, preset, feature_config, params)
+    from_recipe = clf is None
     if clf is None:
         clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
     config = recipe.features
     clip = _evaluation.check_clip(clip)
     _check_cache_dir(cache_dir)
+    if not isinstance(calibrate, bool):
+        raise ParameterError(f"calibrate must be True or False, got {calibrate!r}")
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
     if len(labels) < 2:  # a classifier of one class would give every recording that label
@@ -315,11 +331,13 @@ def train(
             f"the dataset has one class ({', '.join(map(repr, labels))}, {len(rows)} recording(s)): a classifier "
             f"needs at least two; add a sub-folder (or manifest label) per class"
         )
+    groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
 
     t0 = time.perf_counter()
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
     t_features = time.perf_counter() - t0
     usable = [(r, X) for r, Xs in zip(rows, features) if Xs is not None for X in Xs]
+    usable_groups = [g for g, Xs in zip(groups, features) if Xs is not None for _ in Xs]
     empty = [lab for lab in labels if not any(r.label == lab for r, _ in usable)]
     if empty:
         raise TrainingError(
@@ -329,6 +347,21 @@ def train(
     t0 = time.perf_counter()
     clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
     t_fit = time.perf_counter() - t0
+    calibration, t_cal = {"kind": "softmax", "reason": "calibrate=False"}, 0.0
+    if calibrate:
+        t0 = time.perf_counter()
+        if from_recipe:
+            def make():
+                return recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
+        else:
+            def make():
+                return type(clf)(**clf.get_params())
+        calibrator, calibration = _evaluation.fit_calibration(
+            [X for _, X in usable], [r.label for r, _ in usable], usable_groups, make,
+            log_prior=np.log(clf.class_prior_), random_state=random_state, progress=progress)
+        if calibrator is not None:
+            clf.calibrator_ = calibrator
+        t_cal = time.perf_counter() - t0
     hop_s = config.hop_ms / 1000.0
     summary = {
         "dataset": str(dataset) if isinstance(dataset, (str, Path)) else None,
@@ -351,6 +384,9 @@ def train(
         "clip": clip,
         "feature_seconds": round(t_features, 3),
         "fit_seconds": round(t_fit, 3),
+        "calibration_seconds": round(t_cal, 3),
+        "group_by": group_by,
+        "calibration": calibration,
     }
     if getattr(clf, "n_components_", None) is not None:  # per class: K (chosen by BIC with "auto")
         for lab, k in zip(clf.classes_, clf.n_components_):
@@ -450,7 +486,7 @@ def _predict_paths(model, paths, n_jobs, progress, stage, cache_dir=None, excerp
 def _prediction(clf, name, X):
     """The Prediction of one recording (or clip) ``X`` of shape (n_frames, n_features)."""
     scores = clf.score_recordings([X])[0]
-    proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
+    proba = np.exp(clf.log_proba_from_scores(scores[None], n_frames=[X.shape[0]])[0])
     label = str(clf.classes_[int(np.argmax(proba))])
     return Prediction(name, label, proba, scores, int(X.shape[0]))
 
@@ -623,7 +659,8 @@ def _timeline(clf, path, X, frames, config, seconds):
             segments.append(Segment(round(start, 3), round(end, 3), None))
             continue
         scores = sums[s] / counts[s]
-        proba = np.exp(clf.log_proba_from_scores(scores[None])[0])
+        # a short segment's mean is noisier than a whole recording's: the calibrator tempers it
+        proba = np.exp(clf.log_proba_from_scores(scores[None], n_frames=[counts[s]])[0])
         label = str(clf.classes_[int(np.argmax(proba))])
         segments.append(Segment(round(start, 3), round(end, 3), label, proba, scores, int(counts[s])))
     return Timeline(str(path), segments, round(total, 3))
@@ -634,8 +671,9 @@ def predict_segments(model, paths, seconds, *, min_confidence=None, n_jobs=1, ca
 
     Each recording's frames are scored once under every class's mixture; a segment's
     scores are the mean frame log-likelihoods of the frames centred in it, and its label
-    and probabilities follow from them as for a whole recording (``softmax(score + log
-    prior)``). Frames dropped by the VAD count in no segment.
+    and probabilities follow from them as for a whole recording, by the model's calibrator,
+    which tempers segments shorter than the recordings it was fitted on (a short trailing
+    segment does not claim certainty). Frames dropped by the VAD count in no segment.
 
     Parameters
     ----------
@@ -696,6 +734,10 @@ class Evaluation:
     ``verification`` holds the equal error rate and DET curve of the one-vs-rest trials
     (:func:`audiogmm.evaluation.verification_metrics`), ``folds`` the per-split figures of a
     cross-validation and ``protocol`` how it was run (both empty for a trained model).
+    ``calibration`` (:func:`audiogmm.evaluation.calibration_metrics` of the probabilities
+    reported, with ``softmax``: the same figures for the uncalibrated softmax) tells how far
+    the top probability can be trusted; its ``coverage`` table gives, per threshold, the share
+    of recordings kept by ``--min-confidence`` and their accuracy.
     """
 
     labels: list
@@ -714,6 +756,7 @@ class Evaluation:
     verification: dict | None = None
     folds: list = field(default_factory=list)
     protocol: dict | None = None
+    calibration: dict | None = None
 
     @property
     def eer(self):
@@ -729,6 +772,8 @@ class Evaluation:
         if self.protocol is not None:
             extra["protocol"] = self.protocol
             extra["folds"] = self.folds
+        if self.calibration is not None:
+            extra["calibration"] = self.calibration
         return {
             **extra,
             "n_recordings": len(self.y_true),
@@ -822,6 +867,8 @@ def evaluate(model, dataset, *, clip=None, include=(), exclude=(), n_jobs=1, cac
         predictions=good,
         skipped=skipped,
         verification=verification,
+        calibration=_calibration_report(np.array([pr.probabilities for pr in good]), decision, y_true,
+                                        model.classes, log=True),
     )
 
 
@@ -861,6 +908,18 @@ def _predict_clips(model, rows, clip, n_jobs, progress, cache_dir):
             truth.append(r.label)
     return preds, truth
 
+def _calibration_report(proba, decision, y_true, classes, log=False):
+    """Calibration figures of the reported probabilities (their logs unless ``log``) and, under
+    ``softmax``, of the plain softmax of the decision scores."""
+    from scipy.special import log_softmax
+
+    with np.errstate(divide="ignore"):
+        report = _evaluation.calibration_metrics(np.log(proba) if log else proba, y_true, classes)
+    plain = _evaluation.calibration_metrics(log_softmax(np.where(np.isnan(decision), -np.inf, decision), axis=1),
+                                            y_true, classes)
+    report["softmax"] = {k: plain[k] for k in ("ece", "log_loss", "brier")}
+    return report
+
 
 def cross_validate(
     dataset,
@@ -879,6 +938,7 @@ def cross_validate(
     random_state=0,
     cache_dir=None,
     progress=None,
+    calibrate=True,
     **params,
 ):
     """Evaluate a training recipe on a dataset without leaking groups from training into test.
@@ -907,6 +967,10 @@ def cross_validate(
         Cut recordings into clips of this many seconds (train and test on clips).
     include, exclude, n_jobs, random_state, cache_dir, progress
         As :func:`train`; ``random_state`` also shuffles the folds.
+    calibrate : bool, default=True
+        Calibrate each split's classifier as :func:`train` does (on out-of-fold scores of its
+        training part, grouped by ``group_by``), so the reported probabilities and calibration
+        figures are those of a trained model on new groups; costs about 3x the training.
 
     Returns
     -------
@@ -921,6 +985,8 @@ def cross_validate(
         No usable recording.
     """
     n_jobs = _check_jobs(n_jobs)
+    if not isinstance(calibrate, bool):
+        raise ParameterError(f"calibrate must be True or False, got {calibrate!r}")
     recipe, estimator = _resolve_recipe(recipe, preset, feature_config, params)
     if estimator is None:
         recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)  # validates before any audio is read
@@ -954,7 +1020,8 @@ def cross_validate(
         splits = [(np.flatnonzero(np.isin(src, tr_files)), np.flatnonzero(np.isin(src, te_files)))]
         if splits[0][0].size == 0 or splits[0][1].size == 0:
             raise TrainingError("the fixed split leaves no usable recording for training or for test")
-    result = _evaluation.run_splits(X_items, y_items, splits, make, progress=progress)
+    result = _evaluation.run_splits(X_items, y_items, splits, make, progress=progress, calibrate=calibrate,
+                                    groups=g_items, random_state=random_state)
     tested = result["tested"]
     y_true = [y for y, t in zip(y_items, tested) if t]
     y_pred = [p for p, t in zip(result["y_pred"], tested) if t]
@@ -983,13 +1050,14 @@ def cross_validate(
         "n_groups": len(set(g_items)),
         "fold_accuracy_mean": float(np.mean([f["accuracy"] for f in result["folds"]])),
         "fold_accuracy_std": float(np.std([f["accuracy"] for f in result["folds"]])),
+        "calibrate": calibrate,
     }
     return Evaluation(
         labels=labels, y_true=y_true, y_pred=y_pred, accuracy=m["accuracy"],
         balanced_accuracy=m["balanced_accuracy"], macro_f1=m["macro_f1"], precision=m["precision"],
         recall=m["recall"], f1=m["f1"], support=m["support"], confusion=m["confusion"],
         predictions=predictions, skipped=skipped, verification=verification, folds=result["folds"],
-        protocol=protocol,
+        protocol=protocol, calibration=_calibration_report(result["log_proba"][tested], scores, y_true, labels),
     )
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from audiogmm import pipeline
 from audiogmm.cli import main
 from audiogmm.dataset import Recording
-from audiogmm.evaluation import (classification_metrics, cut_clips, fixed_split, group_keys, kfold_splits,
-                                 one_vs_rest_scores, verification_metrics)
+from audiogmm.evaluation import (calibration_metrics, classification_metrics, cut_clips, fixed_split, group_keys,
+                                 kfold_splits, one_vs_rest_scores, verification_metrics)
 from audiogmm.exceptions import ParameterError
 from audiogmm.features import FeatureConfig
 
@@ -52,6 +52,33 @@ def test_classification_metrics():
     m = classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
     assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == 0.75
     assert m["confusion"].tolist() == [[1, 1], [0, 2]]
+
+
+def test_calibration_metrics_by_hand():
+    p = np.array([[0.9, 0.05, 0.05], [0.55, 0.45, 0.0], [0.2, 0.7, 0.1], [0.34, 0.33, 0.33]])
+    y = ["a", "b", "b", "c"]  # top classes a, a, b, a: right, wrong, right, wrong
+    with np.errstate(divide="ignore"):
+        lp = np.log(p)
+    m = calibration_metrics(lp, y, ["a", "b", "c"], thresholds=(0.5, 0.8, 0.95))
+    # bins: 0.9 -> [0.9, 1) right; 0.55 -> [0.5, 0.6) wrong; 0.7 -> [0.7, 0.8) right; 0.34 -> [0.3, 0.4) wrong
+    assert m["ece"] == pytest.approx((0.1 + 0.55 + 0.3 + 0.34) / 4)
+    brier = [0.1**2 + 2 * 0.05**2, 0.55**2 + 0.55**2, 0.2**2 + 0.3**2 + 0.1**2, 0.34**2 + 0.33**2 + 0.67**2]
+    assert m["brier"] == pytest.approx(np.mean(brier))
+    assert m["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.45, 0.7, 0.33])))
+    assert m["accuracy"] == 0.5 and m["n"] == 4 and m["n_unknown"] == 0
+    assert m["coverage"] == [{"threshold": 0.5, "kept": 0.75, "n_kept": 3, "accuracy": pytest.approx(2 / 3)},
+                             {"threshold": 0.8, "kept": 0.25, "n_kept": 1, "accuracy": 1.0},
+                             {"threshold": 0.95, "kept": 0.0, "n_kept": 0, "accuracy": None}]
+
+
+def test_calibration_metrics_edge_cases():
+    # a zero probability for the true class: log-loss floored at -ln(1e-15), not infinite
+    m = calibration_metrics(np.array([[0.0, -np.inf]]), ["b"], ["a", "b"])
+    assert m["log_loss"] == pytest.approx(-np.log(1e-15)) and m["ece"] == 1.0 and m["brier"] == 2.0
+    # a label the model does not know is left out and counted
+    m = calibration_metrics(np.log([[0.5, 0.5], [0.8, 0.2]]), ["z", "a"], ["a", "b"])
+    assert m["n"] == 1 and m["n_unknown"] == 1 and m["ece"] == pytest.approx(0.2)
+    assert calibration_metrics(np.zeros((1, 2)), ["z"], ["a", "b"])["ece"] is None
 
 
 # -- groups and splits -------------------------------------------------------------------------
