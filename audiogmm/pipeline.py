@@ -13,6 +13,8 @@ worker's BLAS threads) or as tasks of a Dask client (``executor=``).
 """
 
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from . import evaluation as _evaluation
 from .persistence import TrainedModel
 from . import recipes as _recipes
 from .classifier import BaseGMMClassifier
+from .mixture import ConcatSource
 
 __all__ = [
     "extract_features",
@@ -257,6 +260,7 @@ def train(
     random_state=0,
     cache_dir=None,
     progress=None,
+    out_of_core=False,
     **params,
 ):
     """Train a classifier from a labelled dataset.
@@ -288,6 +292,14 @@ def train(
     clip : float, optional
         Cut every recording into consecutive clips of this many seconds (each normalised on
         its own; a tail shorter than a clip is dropped) and train on the clips.
+    out_of_core : bool, default=False
+        Train from the feature store without holding the features in memory: extraction
+        only fills ``cache_dir``, each class is read chunk by chunk from its entries (one
+        memory map per read, none kept), the per-frame EM state lives in a scratch folder
+        inside the store (removed afterwards). The model is identical to in-memory training
+        on the same data. Needs ``cache_dir``; not with ``clip`` or ``n_components="auto"``.
+        Never switched on automatically: how many frames a corpus holds is known only after
+        extraction, and the user knows best whether the machine has memory to spare.
 
     Returns
     -------
@@ -307,7 +319,8 @@ def train(
         clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
     config = recipe.features
     clip = _evaluation.check_clip(clip)
-    _check_cache_dir(cache_dir)
+    cache = _check_cache_dir(cache_dir)
+    _check_out_of_core(out_of_core, cache, clip, clf)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
     if len(labels) < 2:  # a classifier of one class would give every recording that label
@@ -317,7 +330,11 @@ def train(
         )
 
     t0 = time.perf_counter()
-    features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
+    if out_of_core:
+        features, skipped = _stored_sources([r.path for r in rows], config, cache, n_jobs, progress)
+    else:
+        features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir,
+                                          progress=progress)
     t_features = time.perf_counter() - t0
     usable = [(r, X) for r, Xs in zip(rows, features) if Xs is not None for X in Xs]
     empty = [lab for lab in labels if not any(r.label == lab for r, _ in usable)]
@@ -327,7 +344,14 @@ def train(
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
     t0 = time.perf_counter()
-    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
+    if out_of_core:
+        scratch = tempfile.mkdtemp(prefix=".train-scratch-", dir=cache.directory)
+        try:
+            clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, scratch_dir=scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
     t_fit = time.perf_counter() - t0
     hop_s = config.hop_ms / 1000.0
     summary = {
@@ -349,6 +373,7 @@ def train(
         "method": recipe.method,
         "preset": recipe.name,
         "clip": clip,
+        "out_of_core": bool(out_of_core),
         "feature_seconds": round(t_features, 3),
         "fit_seconds": round(t_fit, 3),
     }
@@ -360,6 +385,46 @@ def train(
             summary["bic"] = {str(lab): {str(k): round(float(v), 3) for k, v in values.items()}
                               for lab, values in zip(clf.classes_, clf.bic_)}
     return TrainedModel(clf, config, summary)
+
+
+def _check_out_of_core(out_of_core, cache, clip, clf):
+    """Refuse what out-of-core training cannot do, before any audio is read."""
+    if not isinstance(out_of_core, bool):
+        raise ParameterError(f"out_of_core must be True or False, got {out_of_core!r}")
+    if not out_of_core:
+        return
+    if cache is None:
+        raise ParameterError("out_of_core needs cache_dir (--cache STORE): the features are read from the "
+                             "feature store instead of memory")
+    if clip is not None:
+        raise ParameterError(f"out_of_core does not support clip={clip!r}: clips are cut and normalised in "
+                             f"memory; train without clip, or without out_of_core")
+    if isinstance(getattr(clf, "n_components", None), str):
+        raise ParameterError("out_of_core needs an int n_components, not 'auto' (the BIC selection works on "
+                             "arrays in memory)")
+
+
+def _stored_sources(paths, config, cache, n_jobs, progress):
+    """Fill the store with the features of ``paths``; per file ``[source]`` (or None) and the skipped.
+
+    Each source is a :class:`~audiogmm.mixture.ConcatSource` of one store loader: it opens its
+    entry (memory-mapped, checked) at every read and keeps nothing open between reads.
+    """
+    spec = _extraction.ExtractionSpec(config, cache_dir=cache.directory)
+    sources, skipped = [None] * len(paths), []
+    d = config.n_features
+    for r in _extraction.iter_features(paths, spec, n_jobs=n_jobs, progress=progress, stage="features",
+                                       load=False):
+        if r.reason is not None:
+            skipped.append(_skip(paths[r.index], r.reason))
+        elif r.key is None or not cache.entry_path(r.key).is_file():
+            # the store could not take it (not writable, or the file changed while read)
+            skipped.append(_skip(paths[r.index], "its features could not be stored in the feature store "
+                                                 f"{str(cache.directory)!r} (is it writable?)"))
+        else:
+            sources[r.index] = [ConcatSource([cache.loader(r.key, n_features=d)], [r.n_frames], n_features=d,
+                                             dtype=np.float32)]
+    return sources, skipped
 
 
 def extract_clips(paths, config, clip=None, *, n_jobs=1, cache_dir=None, progress=None, stage="features"):
@@ -783,7 +848,8 @@ def evaluate(model, dataset, *, clip=None, include=(), exclude=(), n_jobs=1, cac
     from sklearn import metrics
 
     clip = _evaluation.check_clip(clip)
-    _check_cache_dir(cache_dir)
+    cache = _check_cache_dir(cache_dir)
+    _check_out_of_core(out_of_core, cache, clip, clf)
     rows = _rows(dataset, include, exclude)
     _check_test_labels(model, rows)
     if clip is None:
