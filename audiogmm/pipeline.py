@@ -848,8 +848,7 @@ def evaluate(model, dataset, *, clip=None, include=(), exclude=(), n_jobs=1, cac
     from sklearn import metrics
 
     clip = _evaluation.check_clip(clip)
-    cache = _check_cache_dir(cache_dir)
-    _check_out_of_core(out_of_core, cache, clip, clf)
+    _check_cache_dir(cache_dir)
     rows = _rows(dataset, include, exclude)
     _check_test_labels(model, rows)
     if clip is None:
