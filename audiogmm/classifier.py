@@ -38,7 +38,10 @@ or a single 2-D array, read as one recording per *row* (so frame-level use and
 scikit-learn's estimator checks work unchanged).
 """
 
+import contextlib
 import numbers
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -46,9 +49,11 @@ import numpy as np
 from .calibration import SoftmaxCalibrator, calibrator_from_state
 from .exceptions import NotFittedError, ParameterError, TrainingError
 from ._validation import check_n_jobs, seed_entropy
-from .mixture import DiagonalGMM, score_samples_many, select_n_components
+from .mixture import (DEFAULT_BLOCK_SIZE, ConcatSource, DiagonalGMM, FileFrameState, score_samples_many,
+                      select_n_components)
 
-__all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_recordings", "fitted_gmm", "mean_per_recording"]
+__all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_recordings", "class_source", "fitted_gmm",
+           "mean_per_recording", "mean_score", "scratch_frame_state"]
 
 #: Frames scored together when many short recordings are scored at once.
 _BATCH_FRAMES = 1 << 16
@@ -205,15 +210,26 @@ class BaseGMMClassifier(ParamsMixin):
         if y is None:
             raise ParameterError(f"{name} requires y to be passed, but the target y is None: "
                                  "give one label per recording")
-        recordings, _ = as_recordings(X)
+        stacked = None
+        if isinstance(X, (list, tuple)) and any(is_source(x) for x in X):
+            # frame sources (e.g. store entries) are never read here: their NaN/inf check is the
+            # fit's own pass over the frames (column moments; MAP: a non-finite log-likelihood)
+            recordings = [x if is_source(x) else as_recordings([x], name=f"X[{i}]")[0][0]
+                          for i, x in enumerate(X)]
+        else:
+            recordings, stacked = as_recordings(X)
         y = _check_y(y, len(recordings), name)
         if len(recordings) == 0:
             raise ParameterError("X holds no recording: give at least one recording per class")
-        widths = {r.shape[1] for r in recordings}
+        widths = {_width(r) for r in recordings}
         if len(widths) != 1:
             raise ParameterError(f"all recordings must have the same number of features, got {sorted(widths)}")
+        if min(widths) < 1:  # scikit-learn's wording (its estimator checks look for it)
+            shape = stacked.shape if stacked is not None else (sum(_length(r) for r in recordings), 0)
+            raise ParameterError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is "
+                                 f"required: X has no features")
         for i, r in enumerate(recordings):
-            if not np.all(np.isfinite(r)):
+            if isinstance(r, np.ndarray) and not np.all(np.isfinite(r)):
                 raise ParameterError(f"X[{i}] contains NaN or infinity")
         classes, y_idx = np.unique(y, return_inverse=True)
         return recordings, classes, y_idx, widths.pop()
@@ -524,19 +540,29 @@ class GMMClassifier(BaseGMMClassifier):
         DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, *, progress=None):
+    def fit(self, X, y, *, progress=None, executor=None, scratch_dir=None):
         """Train one mixture per class.
 
         Parameters
         ----------
         X : sequence of ndarray of shape (n_frames_i, n_features), or ndarray (n_samples, n_features)
-            The recordings' frames (a 2-D array is one recording per row).
+            The recordings' frames (a 2-D array is one recording per row). Items may also be
+            frame sources (:class:`~audiogmm.mixture.ConcatSource`, e.g. of store loaders):
+            each class is then read chunk by chunk and never held in memory (out of core).
         y : array-like of shape (n_recordings,)
             The label of each recording.
         progress : callable(stage, done, total), optional
             Called after every EM iteration as ``progress("EM <label>", n_iter, max_iter)``
             (and ``(stage, n_iter_, n_iter_)`` when the class's fit ends), and after every
             class as ``progress("training", n_done, n_classes)``. The model does not depend on it.
+        executor : object with ``map(fn, list_of_args)``, optional
+            Runs the EM accumulation tasks of every class's fit (see
+            :meth:`audiogmm.mixture.DiagonalGMM.fit`). The model does not depend on it.
+        scratch_dir : str or path-like, optional
+            A folder for the per-frame state of the fits (one
+            :class:`~audiogmm.mixture.FileFrameState` per class, removed afterwards) instead
+            of RAM: 4 bytes per frame of the largest class off the heap. The model does not
+            depend on it.
 
         Returns
         -------
@@ -545,7 +571,8 @@ class GMMClassifier(BaseGMMClassifier):
         Raises
         ------
         ParameterError
-            Bad parameters, mismatched lengths, non-finite or inconsistent features.
+            Bad parameters, mismatched lengths, non-finite or inconsistent features;
+            ``n_components="auto"`` with frame sources (BIC selection needs arrays).
         TrainingError
             A class has fewer frames than ``n_components``.
         """
@@ -554,14 +581,20 @@ class GMMClassifier(BaseGMMClassifier):
         auto = self._auto()
         frames = []
         for c, label in enumerate(classes):
-            parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
-            Xc = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            if not auto and Xc.shape[0] < self.n_components:
+            members = np.flatnonzero(y_idx == c)
+            Xc = class_source([recordings[i] for i in members], n_features)
+            if not auto and Xc.n_frames < self.n_components:
                 raise TrainingError(
-                    f"class {_plain(label)!r} has {Xc.shape[0]} frame(s) from {len(parts)} recording(s), fewer than "
+                    f"class {_plain(label)!r} has {Xc.n_frames} frame(s) from {len(members)} recording(s), fewer than "
                     f"n_components={self.n_components}: add audio to it or lower n_components"
                 )
             frames.append(Xc)
+        if auto:
+            if not all(all(isinstance(p, np.ndarray) for p in f.parts) for f in frames):
+                raise ParameterError("n_components='auto' needs the features in memory (the BIC selection works on "
+                                     "arrays): give an int n_components for out-of-core training")
+            # select_n_components takes arrays: the classes are concatenated as before sources
+            frames = [f.parts[0] if len(f.parts) == 1 else np.concatenate(f.parts) for f in frames]
         seeds = np.random.SeedSequence(seed_entropy(self.random_state)).spawn(classes.size)
         params = self._gmm_params()
         hooks = em_progress(progress, [f"EM {_plain(label)}" for label in classes], self.max_iter)
@@ -570,12 +603,13 @@ class GMMClassifier(BaseGMMClassifier):
             tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd), verbose=hook)))
                      for Xc, sd, hook in zip(frames, seeds, hooks)]
         else:
-            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc))
-                     for Xc, sd, hook in zip(frames, seeds, hooks)]
+            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc,
+                                 executor, None if scratch_dir is None else os.path.join(scratch_dir, f"class-{c}")))
+                     for c, (Xc, sd, hook) in enumerate(zip(frames, seeds, hooks))]
         results = _run_all(tasks, self.n_jobs)
         gmms, self.bic_ = (([g for g, _ in results], [values for _, values in results]) if auto
                            else (results, None))
-        self._set_fitted(classes, y_idx, n_features, gmms, [f.shape[0] for f in frames])
+        self._set_fitted(classes, y_idx, n_features, gmms, [_length(f) for f in frames])
         self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
         self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
         return self
@@ -634,9 +668,144 @@ def _check_y(y, n_recordings, estimator="GMMClassifier"):
     return y
 
 
-def _fit_one(gmm, X):
-    gmm.fit(X)
+def _fit_one(gmm, X, executor=None, scratch=None):
+    with scratch_frame_state(scratch) as state:
+        gmm.fit(X, executor=executor, frame_state=state)
     return end_em_progress(gmm)
+
+
+@contextlib.contextmanager
+def scratch_frame_state(directory):
+    """A :class:`~audiogmm.mixture.FileFrameState` in ``directory`` for the duration of a fit.
+
+    Yields None when ``directory`` is None (the fit keeps its state in RAM); else the state,
+    whose files and folder are removed on exit, also after an error.
+    """
+    if directory is None:
+        yield None
+        return
+    state = FileFrameState(directory)
+    try:
+        yield state
+    finally:
+        state.remove()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def is_source(obj):
+    """True if ``obj`` is a frame source (:mod:`audiogmm.mixture`'s protocol), not an array."""
+    return (not isinstance(obj, np.ndarray)
+            and all(hasattr(obj, a) for a in ("n_frames", "n_features", "dtype", "read", "take")))
+
+
+def _width(recording):
+    return recording.n_features if is_source(recording) else recording.shape[1]
+
+
+def _length(frames):
+    return frames.n_frames if is_source(frames) else frames.shape[0]
+
+
+def class_source(recordings, n_features, dtype=None):
+    """The recordings of one class as one :class:`~audiogmm.mixture.ConcatSource` (nothing copied).
+
+    Parameters
+    ----------
+    recordings : sequence of ndarray or frame source
+        In order. A :class:`~audiogmm.mixture.ConcatSource` contributes its own parts (so a
+        store loader stays a loader); another source is read whole when touched.
+    n_features : int
+    dtype : dtype, optional
+        Default: NumPy's result type of the arrays (as ``np.concatenate``); float32 when
+        every source is float32 and no array says otherwise.
+
+    Returns
+    -------
+    ConcatSource
+        Reads give exactly the values of ``np.concatenate(recordings)``.
+    """
+    parts, lengths, dtypes = [], [], []
+    for r in recordings:
+        if isinstance(r, ConcatSource):
+            parts += list(r.parts)
+            lengths += [int(n) for n in r.lengths]
+            dtypes.append(r.dtype)
+        elif is_source(r):
+            parts.append(_WholeSource(r))
+            lengths.append(int(r.n_frames))
+            dtypes.append(np.dtype(r.dtype))
+        else:
+            parts.append(r)
+            lengths.append(r.shape[0])
+            dtypes.append(r.dtype)
+    if dtype is None:
+        dtype = np.result_type(*dtypes)
+    return ConcatSource(parts, lengths, n_features=n_features, dtype=dtype)
+
+
+class _WholeSource:
+    """A frame source as a ConcatSource part: called, it reads all of its frames."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __call__(self):
+        return self.source.read(0, self.source.n_frames)
+
+
+def _score_block_size(gmm):
+    """The block size ``gmm.score_samples`` uses (``score_samples_many``'s rule for one model)."""
+    bs = gmm.block_size
+    if isinstance(bs, numbers.Integral) and not isinstance(bs, bool) and bs >= 1:
+        return int(bs)
+    k = gmm.weights_.shape[0]  # as the engine's automatic block size: 1024, fewer above K=256
+    return int(max(256, min(DEFAULT_BLOCK_SIZE, (1 << 18) // max(k, 1))))
+
+
+def mean_score(gmm, X, *, chunk_blocks=64):
+    """``gmm.score(X)`` (mean frame log-likelihood) of an array or a frame source, bit for bit.
+
+    A source is scored in chunks of ``chunk_blocks`` scoring blocks (so every frame is scored
+    in the same block as in one pass over the whole array) and the per-frame values are summed
+    in NumPy's own pairwise order (the split points depend only on the frame count, and a
+    subtree of at most one chunk is ``np.add.reduce`` of its values), so the result equals
+    ``float(gmm.score(np.concatenate(...)))`` while memory stays one chunk.
+
+    Parameters
+    ----------
+    gmm : fitted DiagonalGMM
+    X : ndarray of shape (n_frames, n_features), or a frame source
+    chunk_blocks : int, default=64
+
+    Returns
+    -------
+    float
+    """
+    if not is_source(X):
+        return float(gmm.score(X))
+    n = X.n_frames
+    chunk = _score_block_size(gmm) * int(chunk_blocks)
+    cache = {}
+
+    def values(a, b):
+        pieces = []
+        for j in range(a // chunk, (b - 1) // chunk + 1):
+            if j not in cache:
+                for old in [i for i in cache if i < j - 1]:
+                    del cache[old]
+                cache[j] = gmm.score_samples(X.read(j * chunk, min((j + 1) * chunk, n)))
+            lo = j * chunk
+            pieces.append(cache[j][max(a, lo) - lo:min(b, lo + chunk) - lo])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def pairwise(a, m):
+        if m <= chunk:
+            return np.add.reduce(values(a, a + m))
+        half = m // 2
+        half -= half % 8  # NumPy's split: half the count, down to a multiple of its unroll factor 8
+        return pairwise(a, half) + pairwise(a + half, m - half)
+
+    return float(pairwise(0, n) / n)
 
 
 def _select_one(X, params):

@@ -306,6 +306,7 @@ Examples:
   audiogmm train ../shared/data/speaker/MANIFEST.tsv -o spk.agmm --exclude '*_[0-4].wav'
   audiogmm train speakers.csv -o spk.agmm --method ubm -k 64 --relevance-factor 16
   audiogmm train ../shared/data/soundtrack/MANIFEST.tsv -o st.agmm --preset music --clip 30
+  audiogmm train big_corpus.tsv -o lid.agmm --method ubm -k 256 --cache STORE --out-of-core
 """
 
 
@@ -379,20 +380,27 @@ def _recipe(preset, feature_overrides, **params):
 @_filters
 @_format_option
 @_cache_option
+@click.option("--out-of-core", is_flag=True, default=False,
+              help="Train from the feature store (--cache) without loading the features into memory: for "
+                   "corpora larger than RAM; the same model as without it.")
 @_common
 @_handle_errors
 def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
-          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
+          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, out_of_core, jobs, quiet,
+          **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
+    if out_of_core and cache_dir is None:
+        raise click.UsageError("--out-of-core needs --cache STORE (or AUDIOGMM_CACHE): the features are read "
+                               "from the feature store")
     progress = _start(quiet)
     recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
                      tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors, relevance_factor=relevance_factor,
                      top_c=top_c, adapt=adapt)
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress, out_of_core=out_of_core,
     )
     model.save(output)
     s = model.summary

@@ -450,6 +450,16 @@ def _pieces(ll):
     return out, lengths
 
 
+def _n_frames(X):
+    """Frames of a recording given as an array or as a frame source."""
+    return X.shape[0] if isinstance(X, np.ndarray) else int(X.n_frames)
+
+
+def _frames_of(X):
+    """A recording's frames as an array (a frame source of one recording is read whole)."""
+    return X if isinstance(X, np.ndarray) else np.asarray(X.read(0, X.n_frames))
+
+
 def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces=False, progress=None):
     """Scores of every recording by a classifier trained without it, and of pieces of it.
 
@@ -481,10 +491,12 @@ def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces
         clf = make_classifier()
         clf.fit([features[i] for i in tr], labels[tr])
         cols = np.searchsorted(classes, np.asarray(clf.classes_).astype(str))
-        scores[np.ix_(te, cols)] = clf.score_recordings([features[i] for i in te])
+        # one recording at a time, as predict scores them: the same numbers whether the recordings
+        # are arrays or entries of a feature store (out-of-core training reads each one only here)
+        scores[np.ix_(te, cols)] = np.vstack([clf.score_recordings([_frames_of(features[i])]) for i in te])
         if with_pieces:
             for i in te:
-                means, lengths = _pieces(clf.score_frames(features[i]))
+                means, lengths = _pieces(clf.score_frames(_frames_of(features[i])))
                 for m, n in zip(means, lengths):
                     row = np.full(classes.size, np.nan)
                     row[cols] = m
@@ -494,7 +506,7 @@ def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces
         if progress:
             progress("calibration", f + 1, len(splits))
     out = {"classes": [str(c) for c in classes], "scores": scores,
-           "n_frames": np.array([X.shape[0] for X in features])}
+           "n_frames": np.array([_n_frames(X) for X in features])}
     if with_pieces:
         out.update(piece_scores=np.array(p_scores).reshape(-1, classes.size), piece_index=np.array(p_index, dtype=int),
                    piece_n_frames=np.array(p_n, dtype=int))

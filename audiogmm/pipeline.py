@@ -13,6 +13,8 @@ worker's BLAS threads) or as tasks of a Dask client (``executor=``).
 """
 
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from . import evaluation as _evaluation
 from .persistence import TrainedModel
 from . import recipes as _recipes
 from .classifier import BaseGMMClassifier
+from .mixture import ConcatSource
 
 __all__ = [
     "extract_features",
@@ -259,6 +262,7 @@ def train(
     progress=None,
     calibrate=True,
     group_by=None,
+    out_of_core=False,
     **params,
 ):
     """Train a classifier from a labelled dataset, and calibrate its probabilities.
@@ -301,6 +305,14 @@ def train(
         Calibration folds keep recordings with the same key together (a manifest column or a
         file-name pattern, as :func:`cross_validate`'s), so that confidence reflects accuracy
         on *new* speakers or tracks. Default: each file is its own group.
+    out_of_core : bool, default=False
+        Train from the feature store without holding the features in memory: extraction
+        only fills ``cache_dir``, each class is read chunk by chunk from its entries (one
+        memory map per read, none kept), the per-frame EM state lives in a scratch folder
+        inside the store (removed afterwards). The model is identical to in-memory training
+        on the same data. Needs ``cache_dir``; not with ``clip`` or ``n_components="auto"``.
+        Never switched on automatically: how many frames a corpus holds is known only after
+        extraction, and the user knows best whether the machine has memory to spare.
 
     Returns
     -------
@@ -321,7 +333,8 @@ def train(
         clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
     config = recipe.features
     clip = _evaluation.check_clip(clip)
-    _check_cache_dir(cache_dir)
+    cache = _check_cache_dir(cache_dir)
+    _check_out_of_core(out_of_core, cache, clip, clf)
     if not isinstance(calibrate, bool):
         raise ParameterError(f"calibrate must be True or False, got {calibrate!r}")
     rows = _rows(dataset, include, exclude)
@@ -334,7 +347,11 @@ def train(
     groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
 
     t0 = time.perf_counter()
-    features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
+    if out_of_core:
+        features, skipped = _stored_sources([r.path for r in rows], config, cache, n_jobs, progress)
+    else:
+        features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir,
+                                          progress=progress)
     t_features = time.perf_counter() - t0
     usable = [(r, X) for r, Xs in zip(rows, features) if Xs is not None for X in Xs]
     usable_groups = [g for g, Xs in zip(groups, features) if Xs is not None for _ in Xs]
@@ -345,7 +362,14 @@ def train(
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
     t0 = time.perf_counter()
-    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
+    if out_of_core:
+        scratch = tempfile.mkdtemp(prefix=".train-scratch-", dir=cache.directory)
+        try:
+            clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, scratch_dir=scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
     t_fit = time.perf_counter() - t0
     calibration, t_cal = {"kind": "softmax", "reason": "calibrate=False"}, 0.0
     if calibrate:
@@ -382,6 +406,7 @@ def train(
         "method": recipe.method,
         "preset": recipe.name,
         "clip": clip,
+        "out_of_core": bool(out_of_core),
         "feature_seconds": round(t_features, 3),
         "fit_seconds": round(t_fit, 3),
         "calibration_seconds": round(t_cal, 3),
@@ -396,6 +421,46 @@ def train(
             summary["bic"] = {str(lab): {str(k): round(float(v), 3) for k, v in values.items()}
                               for lab, values in zip(clf.classes_, clf.bic_)}
     return TrainedModel(clf, config, summary)
+
+
+def _check_out_of_core(out_of_core, cache, clip, clf):
+    """Refuse what out-of-core training cannot do, before any audio is read."""
+    if not isinstance(out_of_core, bool):
+        raise ParameterError(f"out_of_core must be True or False, got {out_of_core!r}")
+    if not out_of_core:
+        return
+    if cache is None:
+        raise ParameterError("out_of_core needs cache_dir (--cache STORE): the features are read from the "
+                             "feature store instead of memory")
+    if clip is not None:
+        raise ParameterError(f"out_of_core does not support clip={clip!r}: clips are cut and normalised in "
+                             f"memory; train without clip, or without out_of_core")
+    if isinstance(getattr(clf, "n_components", None), str):
+        raise ParameterError("out_of_core needs an int n_components, not 'auto' (the BIC selection works on "
+                             "arrays in memory)")
+
+
+def _stored_sources(paths, config, cache, n_jobs, progress):
+    """Fill the store with the features of ``paths``; per file ``[source]`` (or None) and the skipped.
+
+    Each source is a :class:`~audiogmm.mixture.ConcatSource` of one store loader: it opens its
+    entry (memory-mapped, checked) at every read and keeps nothing open between reads.
+    """
+    spec = _extraction.ExtractionSpec(config, cache_dir=cache.directory)
+    sources, skipped = [None] * len(paths), []
+    d = config.n_features
+    for r in _extraction.iter_features(paths, spec, n_jobs=n_jobs, progress=progress, stage="features",
+                                       load=False):
+        if r.reason is not None:
+            skipped.append(_skip(paths[r.index], r.reason))
+        elif r.key is None or not cache.entry_path(r.key).is_file():
+            # the store could not take it (not writable, or the file changed while read)
+            skipped.append(_skip(paths[r.index], "its features could not be stored in the feature store "
+                                                 f"{str(cache.directory)!r} (is it writable?)"))
+        else:
+            sources[r.index] = [ConcatSource([cache.loader(r.key, n_features=d)], [r.n_frames], n_features=d,
+                                             dtype=np.float32)]
+    return sources, skipped
 
 
 def extract_clips(paths, config, clip=None, *, n_jobs=1, cache_dir=None, progress=None, stage="features"):

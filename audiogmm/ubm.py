@@ -62,12 +62,13 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ._validation import check_real
-from .classifier import BaseGMMClassifier, em_progress, end_em_progress, fitted_gmm
+from .classifier import (BaseGMMClassifier, class_source, em_progress, end_em_progress, fitted_gmm, mean_score,
+                         scratch_frame_state)
 from .exceptions import ParameterError, TrainingError
-from .mixture import DiagonalGMM, map_adapt, map_statistics
+from .mixture import ConcatSource, DiagonalGMM, IndexedSource, map_adapt, map_statistics
 from .mixture.map import ADAPT_PARTS, check_adapt
 
-__all__ = ["UBMClassifier", "map_statistics", "map_adapt", "balanced_frames", "ADAPT_PARTS"]
+__all__ = ["UBMClassifier", "map_statistics", "map_adapt", "balanced_frames", "balanced_indices", "ADAPT_PARTS"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Frames per block while scoring and accumulating statistics.
@@ -109,23 +110,47 @@ def balanced_frames(frames, max_frames=None, random_state=None):
     -------
     X : ndarray of shape (n_classes * n_target, D)
         A class with more frames than the target gives a random subset (without
-        replacement); a smaller one gives whole copies of itself plus a random subset.
+        replacement); a smaller one gives whole copies of itself plus a random subset
+        (the rows :func:`balanced_indices` picks).
+    """
+    idx = balanced_indices([f.shape[0] for f in frames], max_frames, random_state)
+    return np.concatenate(frames)[idx]
+
+
+def balanced_indices(sizes, max_frames=None, random_state=None):
+    """The rows of the balanced pool, as indices into the classes' frames stacked in order.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Frames of each class.
+    max_frames, random_state
+        As :func:`balanced_frames` (the same random draws, in the same order).
+
+    Returns
+    -------
+    indices : ndarray of int64, shape (n_classes * n_target,)
+        Class by class; within a class ascending (whole copies first for a small class).
+
+    Examples
+    --------
+    >>> balanced_indices([3, 1], random_state=0).tolist()
+    [0, 1, 2, 3, 3, 3]
     """
     rng = np.random.default_rng(random_state)
-    sizes = [f.shape[0] for f in frames]
+    sizes = [int(m) for m in sizes]
     target = max(sizes)
     if max_frames is not None:
-        target = max(1, min(target, int(max_frames) // len(frames)))
-    parts = []
-    for f in frames:
-        m = f.shape[0]
+        target = max(1, min(target, int(max_frames) // len(sizes)))
+    parts, offset = [], 0
+    for m in sizes:
         if m >= target:
-            idx = np.sort(rng.choice(m, size=target, replace=False)) if m > target else slice(None)
-            parts.append(f[idx])
+            idx = np.sort(rng.choice(m, size=target, replace=False)) if m > target else np.arange(m)
         else:
             reps, rest = divmod(target, m)
             idx = np.concatenate([np.tile(np.arange(m), reps), np.sort(rng.choice(m, size=rest, replace=False))])
-            parts.append(f[idx])
+        parts.append(idx.astype(np.int64) + offset)
+        offset += m
     return np.concatenate(parts)
 
 
@@ -278,17 +303,25 @@ class UBMClassifier(BaseGMMClassifier):
         DiagonalGMM(**self._gmm_params())._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, *, progress=None):
+    def fit(self, X, y, *, progress=None, executor=None, scratch_dir=None):
         """Train the UBM on the balanced pooled frames, then MAP-adapt one model per class.
 
         Parameters
         ----------
         X : sequence of ndarray of shape (n_frames_i, n_features), or ndarray (n_samples, n_features)
+            Items may also be frame sources (e.g. :class:`~audiogmm.mixture.ConcatSource`
+            of store loaders): nothing is then held in memory but chunks (out of core).
         y : array-like of shape (n_recordings,)
         progress : callable(stage, done, total), optional
             Called after every EM iteration of the UBM as ``progress("EM UBM", n_iter, max_iter)``
             (``(stage, n_iter_, n_iter_)`` when it ends) and after each class's MAP
             adaptation as ``progress("training", n_done, n_classes)``. The model does not depend on it.
+        executor : object with ``map(fn, list_of_args)``, optional
+            Runs the accumulation tasks of the UBM's EM and of the MAP statistics. The model
+            does not depend on it.
+        scratch_dir : str or path-like, optional
+            A folder for the UBM fit's per-frame state (a
+            :class:`~audiogmm.mixture.FileFrameState`, removed afterwards) instead of RAM.
 
         Returns
         -------
@@ -303,37 +336,44 @@ class UBMClassifier(BaseGMMClassifier):
         """
         self.validate_params()
         recordings, classes, y_idx, n_features = self._check_training_data(X, y)
-        frames = []
-        for c in range(classes.size):
-            parts = [recordings[i] for i in np.flatnonzero(y_idx == c)]
-            frames.append(np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0]))
-        dtype = np.float32 if all(f.dtype == np.float32 for f in frames) else np.float64
+        members = [[recordings[i] for i in np.flatnonzero(y_idx == c)] for c in range(classes.size)]
+        dtype = np.float32 if all(np.dtype(r.dtype) == np.float32 for r in recordings) else np.float64
+        sources = [class_source(m, n_features, dtype) for m in members]
+        # every class's recordings in class order: the balanced pool indexes into it
+        everything = ConcatSource([p for s in sources for p in s.parts], [n for s in sources for n in s.lengths],
+                                  n_features=n_features, dtype=dtype)
         rng = np.random.default_rng(_seed(self.random_state))
-        pooled = balanced_frames([f.astype(dtype, copy=False) for f in frames], self.ubm_max_frames, rng)
-        if pooled.shape[0] < self.n_components:
+        pooled = IndexedSource(everything, balanced_indices([s.n_frames for s in sources], self.ubm_max_frames, rng))
+        if pooled.n_frames < self.n_components:
             raise TrainingError(
-                f"the classes have {pooled.shape[0]} frame(s) in all, fewer than n_components={self.n_components}: "
+                f"the classes have {pooled.n_frames} frame(s) in all, fewer than n_components={self.n_components}: "
                 f"add audio or lower n_components"
             )
         hook = em_progress(progress, ["EM UBM"], self.max_iter, count=None)[0]
-        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng, verbose=hook).fit(pooled)
+        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng, verbose=hook)
+        with scratch_frame_state(scratch_dir) as state:
+            ubm.fit(pooled, executor=executor, frame_state=state)
         end_em_progress(ubm)
         del pooled
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
         gmms = []
         if progress is not None:
-            progress("training", 0, len(frames))
-        for f in frames:
-            n, F, S, _ = map_statistics(f, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs)
+            progress("training", 0, len(sources))
+        for c, source in enumerate(sources):
+            n, F, S, loglik = map_statistics(source, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs,
+                                             executor=executor)
+            if not math.isfinite(loglik):  # sources are not checked up front (that would be a pass of its own)
+                raise ParameterError(f"the frames of class {classes[c]!r} contain NaN or infinity; "
+                                     f"re-extract their features")
             wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
                                       adapt=self.adapt, var_floor=float(self.reg_covar) or 1e-6)
             g = fitted_gmm(wc, muc, varc, n_features, self._gmm_params(), {"n_iter": 0}, "class")
-            g.lower_bound_ = float(g.score(f))
+            g.lower_bound_ = mean_score(g, source)
             gmms.append(g)
             if progress is not None:
-                progress("training", len(gmms), len(frames))
+                progress("training", len(gmms), len(sources))
         self.ubm_ = ubm
-        self._set_fitted(classes, y_idx, n_features, gmms, [f.shape[0] for f in frames])
+        self._set_fitted(classes, y_idx, n_features, gmms, [s.n_frames for s in sources])
         self._prepare()
         return self
 
