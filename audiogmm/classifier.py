@@ -521,7 +521,7 @@ class GMMClassifier(BaseGMMClassifier):
         DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, *, progress=None):
+    def fit(self, X, y, *, progress=None, executor=None):
         """Train one mixture per class.
 
         Parameters
@@ -534,6 +534,10 @@ class GMMClassifier(BaseGMMClassifier):
             Called after every EM iteration as ``progress("EM <label>", n_iter, max_iter)``
             (and ``(stage, n_iter_, n_iter_)`` when the class's fit ends), and after every
             class as ``progress("training", n_done, n_classes)``. The model does not depend on it.
+        executor : object with ``map(fn, list_of_args)``, optional
+            Runs the EM tasks of every class's fit (e.g. ``audiogmm._dask.DaskExecutor(client)``
+            for a Dask cluster); see :meth:`audiogmm.mixture.DiagonalGMM.fit`. The model does not
+            depend on it. Not used with ``n_components="auto"`` (the BIC search fits in process).
 
         Returns
         -------
@@ -567,7 +571,8 @@ class GMMClassifier(BaseGMMClassifier):
             tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd), verbose=hook)))
                      for Xc, sd, hook in zip(frames, seeds, hooks)]
         else:
-            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc))
+            tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc,
+                                 executor))
                      for Xc, sd, hook in zip(frames, seeds, hooks)]
         results = _run_all(tasks, self.n_jobs)
         gmms, self.bic_ = (([g for g, _ in results], [values for _, values in results]) if auto
@@ -631,8 +636,8 @@ def _check_y(y, n_recordings, estimator="GMMClassifier"):
     return y
 
 
-def _fit_one(gmm, X):
-    gmm.fit(X)
+def _fit_one(gmm, X, executor=None):
+    gmm.fit(X, executor=executor)
     return end_em_progress(gmm)
 
 

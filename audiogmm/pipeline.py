@@ -22,6 +22,7 @@ import numpy as np
 
 from . import dataset as _dataset
 from . import extraction as _extraction
+from ._dask import DaskExecutor, as_executor, client_for, parse_scheduler
 from .cache import FeatureCache
 from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError
 from .features import FeatureConfig
@@ -45,6 +46,8 @@ __all__ = [
     "Segment",
     "Timeline",
     "Evaluation",
+    "DaskExecutor",
+    "client_for",
 ]
 
 
@@ -257,6 +260,8 @@ def train(
     random_state=0,
     cache_dir=None,
     progress=None,
+    executor=None,
+    scheduler=None,
     **params,
 ):
     """Train a classifier from a labelled dataset.
@@ -288,6 +293,15 @@ def train(
     clip : float, optional
         Cut every recording into consecutive clips of this many seconds (each normalised on
         its own; a tail shorter than a clip is dropped) and train on the clips.
+    executor : distributed.Client, DaskExecutor or executor, optional
+        Runs the EM of the fit as tasks (a ``distributed.Client`` is wrapped in
+        :class:`DaskExecutor`): one task per fixed partition of frames, statistics folded here
+        in a fixed order, so the model is identical to the in-process one. Features are still
+        extracted here (``n_jobs``); the frames are sent to the workers once per mixture.
+    scheduler : str, optional
+        Instead of ``executor``: a Dask scheduler address (``tcp://HOST:PORT``) or ``local:N``
+        (a local cluster of N worker processes), connected for this call
+        (:func:`client_for`; needs ``pip install "audiogmm[dask]"``).
 
     Returns
     -------
@@ -308,6 +322,11 @@ def train(
     config = recipe.features
     clip = _evaluation.check_clip(clip)
     _check_cache_dir(cache_dir)
+    executor = as_executor(executor)
+    if scheduler is not None:
+        if executor is not None:
+            raise ParameterError("give either executor or scheduler, not both")
+        parse_scheduler(scheduler)
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
     if len(labels) < 2:  # a classifier of one class would give every recording that label
@@ -315,7 +334,16 @@ def train(
             f"the dataset has one class ({', '.join(map(repr, labels))}, {len(rows)} recording(s)): a classifier "
             f"needs at least two; add a sub-folder (or manifest label) per class"
         )
+    if scheduler is None:
+        return _train(rows, labels, dataset, recipe, clf, config, clip, include, exclude, n_jobs, random_state,
+                      cache_dir, progress, executor)
+    with client_for(scheduler) as client:  # connected before extraction: a bad address fails early
+        return _train(rows, labels, dataset, recipe, clf, config, clip, include, exclude, n_jobs, random_state,
+                      cache_dir, progress, DaskExecutor(client))
 
+
+def _train(rows, labels, dataset, recipe, clf, config, clip, include, exclude, n_jobs, random_state, cache_dir,
+           progress, executor):
     t0 = time.perf_counter()
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
     t_features = time.perf_counter() - t0
@@ -327,7 +355,8 @@ def train(
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
     t0 = time.perf_counter()
-    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
+    fit_kwargs = {} if executor is None else {"executor": executor}  # an estimator of the user's may lack it
+    clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, **fit_kwargs)
     t_fit = time.perf_counter() - t0
     hop_s = config.hop_ms / 1000.0
     summary = {

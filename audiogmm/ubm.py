@@ -278,7 +278,7 @@ class UBMClassifier(BaseGMMClassifier):
         DiagonalGMM(**self._gmm_params())._validated_params()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, *, progress=None):
+    def fit(self, X, y, *, progress=None, executor=None):
         """Train the UBM on the balanced pooled frames, then MAP-adapt one model per class.
 
         Parameters
@@ -289,6 +289,10 @@ class UBMClassifier(BaseGMMClassifier):
             Called after every EM iteration of the UBM as ``progress("EM UBM", n_iter, max_iter)``
             (``(stage, n_iter_, n_iter_)`` when it ends) and after each class's MAP
             adaptation as ``progress("training", n_done, n_classes)``. The model does not depend on it.
+        executor : object with ``map(fn, list_of_args)``, optional
+            Runs the EM tasks of the UBM's fit and of every class's MAP statistics (e.g.
+            ``audiogmm._dask.DaskExecutor(client)`` for a Dask cluster); see
+            :meth:`audiogmm.mixture.DiagonalGMM.fit`. The model does not depend on it.
 
         Returns
         -------
@@ -316,7 +320,7 @@ class UBMClassifier(BaseGMMClassifier):
                 f"add audio or lower n_components"
             )
         hook = em_progress(progress, ["EM UBM"], self.max_iter, count=None)[0]
-        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng, verbose=hook).fit(pooled)
+        ubm = DiagonalGMM(**self._gmm_params(), n_jobs=self.n_jobs, random_state=rng, verbose=hook).fit(pooled, executor=executor)
         end_em_progress(ubm)
         del pooled
         w, mu, var = ubm.weights_, ubm.means_, ubm.variances_
@@ -324,7 +328,7 @@ class UBMClassifier(BaseGMMClassifier):
         if progress is not None:
             progress("training", 0, len(frames))
         for f in frames:
-            n, F, S, _ = map_statistics(f, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs)
+            n, F, S, _ = map_statistics(f, w, mu, var, dtype=self.dtype, n_jobs=self.n_jobs, executor=executor)
             wc, muc, varc = map_adapt(w, mu, var, n, F, S, relevance_factor=self.relevance_factor,
                                       adapt=self.adapt, var_floor=float(self.reg_covar) or 1e-6)
             g = fitted_gmm(wc, muc, varc, n_features, self._gmm_params(), {"n_iter": 0}, "class")
