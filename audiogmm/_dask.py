@@ -48,6 +48,9 @@ INSTALL_HINT = 'pip install "audiogmm[dask]" (in a source checkout: pip install 
 _PARENT_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMBA_CACHE_DIR", "PYTHONHASHSEED")
 _LOCAL = re.compile(r"local:(\d{1,4})")
+#: The scheduler's HTTP server (health checks; no dashboard) on a free port: by default it
+#: tries 8787 and warns when another cluster holds it.
+LOCAL_SCHEDULER_KWARGS = {"dashboard_address": "127.0.0.1:0"}
 _MAX_LOCAL_WORKERS = 1024
 
 
@@ -147,7 +150,8 @@ def client_for(scheduler):
         try:
             try:
                 cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                                   host="127.0.0.1", dashboard_address=None)
+                                                   host="127.0.0.1", dashboard_address=None,
+                                                   scheduler_kwargs=LOCAL_SCHEDULER_KWARGS)
             except (OSError, TimeoutError, RuntimeError) as exc:
                 raise AudiogmmError(f"the local Dask cluster of {value} workers did not start ({exc})") from None
             finally:
@@ -223,6 +227,10 @@ class _CarriedState:
         self.out[a:a + out.size] = out
 
 
+def _identity(x):
+    return x
+
+
 def _run_task(fn, stub, positions, *values):
     """On a worker: put the scattered sources back into the argument and run ``fn``."""
     _one_blas_thread()
@@ -279,8 +287,9 @@ class DaskExecutor:
 
     What travels:
 
-    * the frame source is scattered once per fit (one copy per worker that needs it), not
-      once per task. An in-memory source is therefore copied to the workers: fine for
+    * the frame source is sent once per fit (a task returning it, so a worker that dies
+      with it does not lose it; then one copy per worker that needs it), not once per
+      task. An in-memory source is therefore copied to the scheduler and workers: fine for
       moderate data; the intended use is a store-backed source (a ``ConcatSource`` of
       ``FeatureCache.loader(key)`` parts), which ships only loaders and is read where the
       task runs -- the store must then be on a file system every worker sees;
@@ -314,24 +323,29 @@ class DaskExecutor:
     task_unit = "partition"
 
     def __init__(self, client, *, retries=2):
-        if not all(callable(getattr(client, m, None)) for m in ("submit", "scatter", "cancel")):
+        if not all(callable(getattr(client, m, None)) for m in ("submit", "cancel")):
             raise ParameterError(f"client must be a distributed.Client (see audiogmm._dask.client_for), "
                                  f"got {client!r}")
         self.client = client
         self.retries = check_int("retries", retries, 0)
-        self._scattered = weakref.WeakKeyDictionary()
+        self._sent = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def _remote(self, source):
         """The future of ``source`` on the cluster (scattered at its first task), or the source."""
         with self._lock:
             try:
-                future = self._scattered.get(source)
+                future = self._sent.get(source)
             except TypeError:  # not weak-referenceable or unhashable: ship it with each task
                 return source
             if future is None:
-                future = self.client.scatter(source, hash=False)
-                self._scattered[source] = future
+                # a task, not client.scatter: scattered data dies with the worker holding it,
+                # a task's result is recomputed from its inputs (kept by the scheduler)
+                import dask
+
+                with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
+                    future = self.client.submit(_identity, source, pure=False)
+                self._sent[source] = future
             return future
 
     def _submit(self, fn, arg):
