@@ -556,8 +556,9 @@ class GMMClassifier(BaseGMMClassifier):
             (and ``(stage, n_iter_, n_iter_)`` when the class's fit ends), and after every
             class as ``progress("training", n_done, n_classes)``. The model does not depend on it.
         executor : object with ``map(fn, list_of_args)``, optional
-            Runs the EM accumulation tasks of every class's fit (see
-            :meth:`audiogmm.mixture.DiagonalGMM.fit`). The model does not depend on it.
+            Runs the EM tasks of every class's fit (e.g. ``audiogmm._dask.DaskExecutor(client)``
+            for a Dask cluster); see :meth:`audiogmm.mixture.DiagonalGMM.fit`. The model does not
+            depend on it. Not used with ``n_components="auto"`` (the BIC search fits in process).
         scratch_dir : str or path-like, optional
             A folder for the per-frame state of the fits (one
             :class:`~audiogmm.mixture.FileFrameState` per class, removed afterwards) instead

@@ -290,6 +290,14 @@ def _cache_option(func):
     )(func)
 
 
+def _scheduler_option(func):
+    return click.option(
+        "--scheduler", default=None, metavar="ADDRESS|local:N",
+        help="Run on a Dask cluster: the ADDRESS of its scheduler (tcp://HOST:PORT), or local:N to start N "
+             "local worker processes (needs pip install \"audiogmm[dask]\"). Results are the same as without.",
+    )(func)
+
+
 def _feature_config(preset, **overrides):
     from .features import FeatureConfig
     from .recipes import get_recipe
@@ -307,6 +315,7 @@ Examples:
   audiogmm train speakers.csv -o spk.agmm --method ubm -k 64 --relevance-factor 16
   audiogmm train ../shared/data/soundtrack/MANIFEST.tsv -o st.agmm --preset music --clip 30
   audiogmm train big_corpus.tsv -o lid.agmm --method ubm -k 256 --cache STORE --out-of-core
+  audiogmm train SONGS/ -o genres.agmm --scheduler local:2   # EM as Dask tasks (same model)
 """
 
 
@@ -383,10 +392,11 @@ def _recipe(preset, feature_overrides, **params):
 @click.option("--out-of-core", is_flag=True, default=False,
               help="Train from the feature store (--cache) without loading the features into memory: for "
                    "corpora larger than RAM; the same model as without it.")
+@_scheduler_option
 @_common
 @_handle_errors
 def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
-          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, out_of_core, jobs, quiet,
+          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, out_of_core, scheduler, jobs, quiet,
           **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
@@ -400,7 +410,7 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
                      top_c=top_c, adapt=adapt)
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
-        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress, out_of_core=out_of_core,
+        n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress, out_of_core=out_of_core, scheduler=scheduler,
     )
     model.save(output)
     s = model.summary
@@ -797,6 +807,7 @@ def _evaluation_report(ev):
 FEATURES_EPILOG = """\b
 Examples:
   audiogmm features SONGS/ --cache feats/ --preset music --jobs 2
+  audiogmm features SONGS/ --cache /shared/feats/ --scheduler tcp://scheduler-host:8786
   audiogmm train SONGS/ -o genres.agmm --preset music --cache feats/   # reads, never decodes
   AUDIOGMM_CACHE=feats/ audiogmm evaluate genres.agmm TEST/
 """
@@ -810,9 +821,11 @@ Examples:
 @_filters
 @_format_option
 @_cache_option
+@_scheduler_option
 @_common
 @_handle_errors
-def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, jobs, quiet, **feature_overrides):
+def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, scheduler, jobs, quiet,
+             **feature_overrides):
     """Precompute the features of DATA (folders, manifests or audio files) into a feature store.
 
     Use the same feature options (--preset ...) as the train/predict runs that will read it.
@@ -828,8 +841,13 @@ def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, jobs
     if cache_dir is None:
         raise click.UsageError("missing option '--cache STORE': the feature store to fill (or set AUDIOGMM_CACHE)")
     config = _feature_config(preset, **feature_overrides)
-    summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
-                                      n_jobs=jobs, progress=progress)
+    if scheduler is None:
+        summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
+                                          n_jobs=jobs, progress=progress)
+    else:
+        with pipeline.client_for(scheduler) as client:
+            summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
+                                              n_jobs=jobs, progress=progress, executor=client)
     counts = {k: summary[k] for k in ("n_files", "n_extracted", "n_cached", "n_skipped", "frames")}
     if fmt == "json":
         click.echo(json.dumps({**summary, "cache": str(cache_dir), "feature_config": config.to_dict()}, indent=2))

@@ -28,6 +28,7 @@ from .cache import FeatureCache
 from .exceptions import AudiogmmError, AudioSkippedWarning, ParameterError, TrainingError, UnknownLabelWarning
 from .features import FeatureConfig
 from ._validation import check_n_jobs
+from ._dask import DaskExecutor, as_executor, client_for, parse_scheduler
 from . import evaluation as _evaluation
 from .persistence import TrainedModel
 from . import recipes as _recipes
@@ -48,6 +49,8 @@ __all__ = [
     "Segment",
     "Timeline",
     "Evaluation",
+    "DaskExecutor",
+    "client_for",
 ]
 
 
@@ -263,6 +266,8 @@ def train(
     calibrate=True,
     group_by=None,
     out_of_core=False,
+    executor=None,
+    scheduler=None,
     **params,
 ):
     """Train a classifier from a labelled dataset, and calibrate its probabilities.
@@ -313,6 +318,15 @@ def train(
         on the same data. Needs ``cache_dir``; not with ``clip`` or ``n_components="auto"``.
         Never switched on automatically: how many frames a corpus holds is known only after
         extraction, and the user knows best whether the machine has memory to spare.
+    executor : distributed.Client, DaskExecutor or executor, optional
+        Runs the EM of the fit as tasks (a ``distributed.Client`` is wrapped in
+        :class:`DaskExecutor`): one task per fixed partition of frames, statistics folded here
+        in a fixed order, so the model is identical to the in-process one. Features are still
+        extracted here (``n_jobs``), and the calibration folds are fitted here.
+    scheduler : str, optional
+        Instead of ``executor``: a Dask scheduler address (``tcp://HOST:PORT``) or ``local:N``
+        (a local cluster of N worker processes), connected for this call
+        (:func:`client_for`; needs ``pip install "audiogmm[dask]"``).
 
     Returns
     -------
@@ -337,6 +351,16 @@ def train(
     _check_out_of_core(out_of_core, cache, clip, clf)
     if not isinstance(calibrate, bool):
         raise ParameterError(f"calibrate must be True or False, got {calibrate!r}")
+    executor = as_executor(executor)
+    if scheduler is not None:
+        if executor is not None:
+            raise ParameterError("give either executor or scheduler, not both")
+        parse_scheduler(scheduler)
+        with client_for(scheduler) as client:  # connected before extraction: a bad address fails early
+            return train(dataset, recipe if from_recipe else clf, clip=clip, include=include, exclude=exclude,
+                         n_jobs=n_jobs, random_state=random_state, cache_dir=cache_dir, progress=progress,
+                         calibrate=calibrate, group_by=group_by, out_of_core=out_of_core,
+                         executor=DaskExecutor(client))
     rows = _rows(dataset, include, exclude)
     labels = sorted({r.label for r in rows})
     if len(labels) < 2:  # a classifier of one class would give every recording that label
@@ -362,14 +386,16 @@ def train(
             f"({len(skipped)} file(s) were skipped as unreadable): add readable audio to them or remove them"
         )
     t0 = time.perf_counter()
+    fit_kwargs = {} if executor is None else {"executor": executor}  # an estimator of the user's may lack it
     if out_of_core:
         scratch = tempfile.mkdtemp(prefix=".train-scratch-", dir=cache.directory)
         try:
-            clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, scratch_dir=scratch)
+            clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, scratch_dir=scratch,
+                    **fit_kwargs)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     else:
-        clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress)
+        clf.fit([X for _, X in usable], [r.label for r, _ in usable], progress=progress, **fit_kwargs)
     t_fit = time.perf_counter() - t0
     calibration, t_cal = {"kind": "softmax", "reason": "calibrate=False"}, 0.0
     if calibrate:

@@ -317,8 +317,9 @@ class UBMClassifier(BaseGMMClassifier):
             (``(stage, n_iter_, n_iter_)`` when it ends) and after each class's MAP
             adaptation as ``progress("training", n_done, n_classes)``. The model does not depend on it.
         executor : object with ``map(fn, list_of_args)``, optional
-            Runs the accumulation tasks of the UBM's EM and of the MAP statistics. The model
-            does not depend on it.
+            Runs the EM tasks of the UBM's fit and of every class's MAP statistics (e.g.
+            ``audiogmm._dask.DaskExecutor(client)`` for a Dask cluster); see
+            :meth:`audiogmm.mixture.DiagonalGMM.fit`. The model does not depend on it.
         scratch_dir : str or path-like, optional
             A folder for the UBM fit's per-frame state (a
             :class:`~audiogmm.mixture.FileFrameState`, removed afterwards) instead of RAM.
