@@ -55,10 +55,13 @@ _BATCH_FRAMES = 1 << 16
 #: (those above the frames a class has to fit on are skipped).
 N_COMPONENTS_GRID = (1, 2, 4, 8, 16, 32, 64)
 #: ``n_components="auto"`` stops at the first step of :data:`N_COMPONENTS_GRID` whose held-out
-#: log-likelihood gains less than this, in nats per frame and per feature, and keeps the K
-#: before it. BIC cannot serve here: its penalty grows like log(n_frames) while the likelihood
-#: grows like n_frames, so on a few minutes of audio it keeps choosing the grid's top.
-AUTO_MIN_GAIN = 0.01
+#: log-likelihood gains less than this, in nats per frame and per feature (0.12 nats per frame
+#: for 60 features), and keeps the K before it. BIC cannot serve here: its penalty grows like
+#: log(n_frames) while the likelihood grows like n_frames, so on a few minutes of audio it keeps
+#: choosing the grid's top. On data where every doubling still gains more than this on frames
+#: of recordings the mixture never saw, the largest K is kept and a warning says so: more
+#: components really do fit new recordings better there (bench/defaults.py --auto-k).
+AUTO_MIN_GAIN = 0.002
 #: ``n_components="auto"`` holds out every ``AUTO_HOLDOUT``-th recording of a class, counting
 #: from its last (a class of one recording: the last 1/AUTO_HOLDOUT of its frames).
 AUTO_HOLDOUT = 5
