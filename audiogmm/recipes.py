@@ -189,6 +189,13 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
     **params
         Classifier parameters (:data:`DEFAULT_PARAMS`); None leaves the preset's value.
 
+    Notes
+    -----
+    With no preset the base is :data:`DEFAULT_RECIPE`. A ``method`` other than the base's
+    starts from :data:`METHOD_DEFAULTS` for that method (a per-class mixture of 128 components
+    would be a UBM's size); ``n_components="auto"`` with no preset and no method means
+    ``"per-class"``, the method that chooses K.
+
     Raises
     ------
     ParameterError
@@ -197,6 +204,8 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
     if preset is None:
         feature_preset, preset_method, preset_params = DEFAULT_RECIPE
         base = Recipe(FeatureConfig.preset(feature_preset), preset_method, dict(preset_params))
+        if method is None and params.get("n_components") == "auto":
+            method = "per-class"  # the only method that chooses K; the default's method was ours to pick
     elif preset == "language":
         raise ParameterError("preset 'language' was the same recipe as 'speech' and was removed: use "
                              "--preset speech (preset='speech')")

@@ -15,7 +15,8 @@ from audiogmm.exceptions import ConvergenceWarning, ParameterError
 from audiogmm.features import FeatureConfig
 from audiogmm.gmm import DiagonalGMM
 from audiogmm.persistence import load_model
-from audiogmm.recipes import DEFAULT_PARAMS, PRESET_HELP, PRESETS, get_recipe
+from audiogmm.recipes import (DEFAULT_PARAMS, DEFAULT_RECIPE, HINT_MUSIC_SECONDS, PRESET_HELP, PRESETS, get_recipe,
+                              preset_hint)
 from audiogmm.ubm import UBMClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,11 @@ def test_default_recipe_is_the_documented_one():
     assert get_recipe(n_components=4).params["n_components"] == 4
     assert get_recipe(method="per-class").method == "per-class"
     assert DEFAULT_PARAMS["max_iter"] == r.params["max_iter"]
+    # another method starts from that method's own size; -k auto with no preset is per-class
+    assert get_recipe(method="per-class").params["n_components"] == 32
+    assert get_recipe(method="ubm").params["n_components"] == 128
+    auto = get_recipe(n_components="auto")
+    assert (auto.method, auto.params["n_components"]) == ("per-class", "auto")
 
 
 DEFAULT_RECIPE_DOC = {
@@ -74,6 +80,19 @@ def test_preset_is_the_same_model_in_cli_and_api(tone_corpus, tmp_path):
     assert sorted(arrays_cli) == sorted(arrays_api)
     for name in arrays_api:
         np.testing.assert_array_equal(arrays_cli[name], arrays_api[name], err_msg=name)
+
+
+def test_preset_hint_only_for_the_untouched_default_on_the_other_kind_of_data():
+    default = get_recipe()
+    other = "music" if DEFAULT_RECIPE == PRESETS["speech"] else "speech"
+    seconds = {"music": 30.0, "speech": 0.5}
+    hint = preset_hint(default, seconds[other])
+    assert hint is not None and f"--preset {other}" in hint and f"median {seconds[other]:.1f} s" in hint
+    same = "speech" if other == "music" else "music"
+    assert preset_hint(default, seconds[same]) is None
+    assert preset_hint(get_recipe(same), seconds[other]) is None  # a preset was chosen
+    assert preset_hint(get_recipe(n_components=16), seconds[other]) is None  # options were chosen
+    assert (preset_hint(default, HINT_MUSIC_SECONDS) is None) == (other == "speech")
 
 
 # -- n_components="auto" -----------------------------------------------------------------------
