@@ -43,8 +43,8 @@ def test_default_recipe_is_the_documented_one():
 
 
 DEFAULT_RECIPE_DOC = {
-    "classifier": ("ubm", 128, "means,weights", 16.0),
-    "features": {},  # FeatureConfig's defaults (= the speech preset's features)
+    "classifier": ("per-class", 32, "means", 16.0),  # adapt / relevance_factor: unused by per-class
+    "features": {"n_mels": 128, "fmin": 0.0},  # = the music preset's features
 }
 
 
