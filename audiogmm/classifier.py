@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from .calibration import SoftmaxCalibrator, calibrator_from_state
-from .exceptions import NotFittedError, ParameterError, TrainingError
+from .exceptions import ConvergenceWarning, NotFittedError, ParameterError, TrainingError
 from ._validation import check_n_jobs, seed_entropy
 from .mixture import (DEFAULT_BLOCK_SIZE, ConcatSource, DiagonalGMM, FileFrameState, score_samples_many,
                       select_n_components)
@@ -57,9 +57,20 @@ __all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_record
 
 #: Frames scored together when many short recordings are scored at once.
 _BATCH_FRAMES = 1 << 16
-#: Candidate numbers of components for ``n_components="auto"`` (those above a class's
-#: number of frames are skipped); each class keeps the K of lowest BIC.
+#: Candidate numbers of components for ``n_components="auto"``, tried in increasing order
+#: (those above the frames a class has to fit on are skipped).
 N_COMPONENTS_GRID = (1, 2, 4, 8, 16, 32, 64)
+#: ``n_components="auto"`` stops at the first step of :data:`N_COMPONENTS_GRID` whose held-out
+#: log-likelihood gains less than this, in nats per frame and per feature (0.12 nats per frame
+#: for 60 features), and keeps the K before it. BIC cannot serve here: its penalty grows like
+#: log(n_frames) while the likelihood grows like n_frames, so on a few minutes of audio it keeps
+#: choosing the grid's top. On data where every doubling still gains more than this on frames
+#: of recordings the mixture never saw, the largest K is kept and a warning says so: more
+#: components really do fit new recordings better there (bench/defaults.py --auto-k).
+AUTO_MIN_GAIN = 0.002
+#: ``n_components="auto"`` holds out every ``AUTO_HOLDOUT``-th recording of a class, counting
+#: from its last (a class of one recording: the last 1/AUTO_HOLDOUT of its frames).
+AUTO_HOLDOUT = 5
 
 
 def _not_fitted_error(message):
@@ -439,11 +450,15 @@ class GMMClassifier(BaseGMMClassifier):
     Parameters
     ----------
     n_components : int or "auto", default=8
-        Mixture components per class. ``"auto"``: each class's K is chosen by BIC over
-        :data:`N_COMPONENTS_GRID` = (1, 2, 4, 8, 16, 32, 64) (candidates above the class's
-        number of frames are skipped) with :func:`audiogmm.mixture.select_n_components`; the
-        chosen K are in ``n_components_`` (fits one mixture per candidate: about 2x the
-        time of fitting K=64 alone).
+        Mixture components per class. ``"auto"``: each class's K is chosen by held-out
+        log-likelihood: every :data:`AUTO_HOLDOUT`-th recording of the class is held out,
+        the K of :data:`N_COMPONENTS_GRID` = (1, 2, 4, 8, 16, 32, 64) are fitted on the rest
+        in increasing order until one gains less than :data:`AUTO_MIN_GAIN` nats per frame
+        and feature on the held-out frames, the K before it is kept and fitted on all the
+        class's frames (the same mixture as ``n_components=K``). The chosen K are in
+        ``n_components_``, the held-out scores in ``heldout_scores_``; a
+        :class:`~audiogmm.exceptions.ConvergenceWarning` says when a class kept the largest K
+        it could try.
     tol, max_iter, n_init, init_params, dtype
         Passed to each class's :class:`~audiogmm.mixture.DiagonalGMM`.
     reg_covar : float, default=1e-3
@@ -480,8 +495,11 @@ class GMMClassifier(BaseGMMClassifier):
         Training frames per class.
     n_components_ : ndarray of shape (n_classes,)
         Components of each class's mixture (differs between classes with ``"auto"``).
-    bic_ : list of dict or None
-        With ``n_components="auto"``: per class, the BIC of every candidate K fitted.
+    heldout_scores_ : list of dict or None
+        With ``n_components="auto"``: per class, ``{K: held-out mean log-likelihood per
+        frame}`` of every candidate K fitted (None otherwise).
+    bic_ : None
+        Kept for models of earlier versions (``"auto"`` chose K by BIC then); always None.
     n_iter_ : ndarray of shape (n_classes,)
         EM iterations of each class's mixture.
 
@@ -534,7 +552,7 @@ class GMMClassifier(BaseGMMClassifier):
     def validate_params(self):
         k = self.n_components
         if not self._auto() and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
-            raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by BIC")
+            raise ParameterError(f"n_components must be an int >= 1, got {k!r}; or 'auto' to choose it by held-out likelihood")
         self._validate_common()
         # Let DiagonalGMM check its own parameters before any work.
         DiagonalGMM(**{**self._gmm_params(), "n_components": 1 if self._auto() else k})._validated_params()
@@ -594,22 +612,34 @@ class GMMClassifier(BaseGMMClassifier):
             if not all(all(isinstance(p, np.ndarray) for p in f.parts) for f in frames):
                 raise ParameterError("n_components='auto' needs the features in memory (the BIC selection works on "
                                      "arrays): give an int n_components for out-of-core training")
-            # select_n_components takes arrays: the classes are concatenated as before sources
+            # the held-out search takes arrays: the classes are concatenated, as before sources
             frames = [f.parts[0] if len(f.parts) == 1 else np.concatenate(f.parts) for f in frames]
         seeds = np.random.SeedSequence(seed_entropy(self.random_state)).spawn(classes.size)
         params = self._gmm_params()
         hooks = em_progress(progress, [f"EM {_plain(label)}" for label in classes], self.max_iter)
         if auto:
             del params["n_components"]
-            tasks = [(_select_one, (Xc, dict(params, random_state=np.random.default_rng(sd), verbose=hook)))
-                     for Xc, sd, hook in zip(frames, seeds, hooks)]
+            tasks = [(_select_one, (Xc, [recordings[i] for i in np.flatnonzero(y_idx == c)], params, sd, hook))
+                     for c, (Xc, sd, hook) in enumerate(zip(frames, seeds, hooks))]
         else:
             tasks = [(_fit_one, (DiagonalGMM(**params, random_state=np.random.default_rng(sd), verbose=hook), Xc,
                                  executor, None if scratch_dir is None else os.path.join(scratch_dir, f"class-{c}")))
                      for c, (Xc, sd, hook) in enumerate(zip(frames, seeds, hooks))]
         results = _run_all(tasks, self.n_jobs)
-        gmms, self.bic_ = (([g for g, _ in results], [values for _, values in results]) if auto
-                           else (results, None))
+        self.bic_ = None
+        if auto:
+            gmms = [g for g, _, _ in results]
+            self.heldout_scores_ = [scores for _, scores, _ in results]
+            at_end = [(_plain(label), g.n_components) for label, (g, _, end) in zip(classes, results) if end]
+            if at_end:  # in the calling thread, once, after every class is done
+                warnings.warn(
+                    f"n_components='auto' kept the largest candidate it could try for {len(at_end)} class(es) "
+                    f"({', '.join(f'{lab!r}: K={k}' for lab, k in at_end[:5])}"
+                    f"{', ...' if len(at_end) > 5 else ''}): more components still gained held-out likelihood "
+                    f"(or the class has too few frames for more); pass a fixed n_components instead",
+                    ConvergenceWarning, stacklevel=2)
+        else:
+            gmms, self.heldout_scores_ = results, None
         self._set_fitted(classes, y_idx, n_features, gmms, [_length(f) for f in frames])
         self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
         self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
@@ -633,6 +663,7 @@ class GMMClassifier(BaseGMMClassifier):
         self.n_components_ = np.array([g.weights_.shape[0] for g in self.gmms_])
         self.n_iter_ = np.array([g.n_iter_ for g in self.gmms_])
         self.bic_ = None
+        self.heldout_scores_ = None
 
 
 def _plain(value):
@@ -809,9 +840,56 @@ def mean_score(gmm, X, *, chunk_blocks=64):
     return float(pairwise(0, n) / n)
 
 
-def _select_one(X, params):
-    best, values = select_n_components(X, N_COMPONENTS_GRID, **params)
-    return end_em_progress(best), values
+def _holdout_split(parts):
+    """A class's frames as (fit part, held-out part), a fixed split of its recordings.
+
+    Every :data:`AUTO_HOLDOUT`-th recording counting from the last is held out (at least one);
+    a class of one recording holds out the last ``1 / AUTO_HOLDOUT`` of its frames. Held-out
+    frames come from other recordings than the fitted ones where possible, so the criterion
+    measures what a new recording gains, not the fit to the frames' neighbours.
+    """
+    if len(parts) >= 2:
+        held = set(range(len(parts) - 1, -1, -AUTO_HOLDOUT))
+        fit = [p for i, p in enumerate(parts) if i not in held]
+        out = [p for i, p in enumerate(parts) if i in held]
+        return np.concatenate(fit), np.concatenate(out)
+    X = parts[0]
+    n_out = X.shape[0] // AUTO_HOLDOUT
+    return X[:X.shape[0] - n_out], X[X.shape[0] - n_out:]
+
+
+def _select_one(X, parts, params, seed, hook=0):
+    """Choose a class's K by held-out log-likelihood, then fit that K on all its frames.
+
+    The candidates of :data:`N_COMPONENTS_GRID` are fitted in increasing order on the fit part
+    of :func:`_holdout_split`; the search stops at the first candidate whose held-out mean
+    log-likelihood per frame gains less than ``AUTO_MIN_GAIN * n_features`` over the previous
+    one (or loses), and keeps the previous one. The chosen K is then fitted on all the class's
+    frames with the class's own seed, so the mixture is the one ``n_components=K`` gives.
+
+    Returns
+    -------
+    gmm : DiagonalGMM
+    scores : dict of {int: float}
+        Held-out mean log-likelihood per frame of every candidate fitted.
+    at_end : bool
+        True when the search did not stop: the last usable candidate was kept.
+    """
+    X_fit, X_out = _holdout_split(parts)
+    usable = [k for k in N_COMPONENTS_GRID if k <= X_fit.shape[0]]
+    scores, chosen = {}, None
+    if X_out.shape[0] == 0 or not usable:  # too few frames to hold any out: one Gaussian
+        usable, chosen = [1], 1
+    else:
+        rng = np.random.default_rng(seed.spawn(1)[0])  # the candidates' stream, apart from the final fit's
+        min_gain = AUTO_MIN_GAIN * X.shape[1]
+        for k in usable:
+            scores[k] = DiagonalGMM(**params, n_components=k, random_state=rng).fit(X_fit).score(X_out)
+            if chosen is not None and scores[k] - scores[chosen] < min_gain:
+                break
+            chosen = k
+    gmm = DiagonalGMM(**params, n_components=chosen, random_state=np.random.default_rng(seed), verbose=hook).fit(X)
+    return end_em_progress(gmm), scores, chosen == usable[-1]
 
 
 def end_em_progress(gmm):

@@ -255,7 +255,7 @@ def _feature_options(func):
                           + "; ".join(PRESET_HELP.values()) + "."),
         click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Rate audio is resampled to, in Hz [16000]."),
         click.option("--n-mfcc", type=int, default=None, help="MFCC coefficients per frame [20]."),
-        click.option("--n-mels", type=int, default=None, help="Mel bands [40]."),
+        click.option("--n-mels", type=int, default=None, help="Mel bands [128; 40 with --preset speech]."),
         click.option("--win-ms", type=float, default=None, help="Analysis window, in ms [25]."),
         click.option("--hop-ms", type=float, default=None, help="Hop between frames, in ms [10]."),
         click.option("--deltas", type=click.IntRange(0, 2), default=None, help="0: MFCC only, 1: +delta, 2: +delta-delta [2]."),
@@ -341,9 +341,10 @@ def _model_options(func):
                           "MAP-adapted class models, scored by log-likelihood ratio [the preset's; per-class "
                           "without --preset]."),
         click.option("-k", "--n-components", type=_IntOrAuto(), default=None,
-                     help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; 8 "
-                          "without --preset]. per-class also takes 'auto': each class's K chosen by BIC "
-                          "over 1, 2, 4, ..., 64."),
+                     help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; 32 "
+                          "without --preset, 128 with --method ubm]. per-class also takes 'auto': each class's "
+                          "K chosen by held-out likelihood over 1, 2, 4, ..., 64 (stops when doubling gains too "
+                          "little)."),
         click.option("--max-iter", type=int, default=None, help=f"Most EM iterations per mixture [{DEFAULT_PARAMS['max_iter']}]."),
         click.option("--tol", type=float, default=None,
                      help=f"Stop EM when the mean log-likelihood gains less [{DEFAULT_PARAMS['tol']:g}]."),

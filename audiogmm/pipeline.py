@@ -442,10 +442,10 @@ def train(
     if getattr(clf, "n_components_", None) is not None:  # per class: K (chosen by BIC with "auto")
         for lab, k in zip(clf.classes_, clf.n_components_):
             summary["classes"][str(lab)]["n_components"] = int(k)
-        if getattr(clf, "bic_", None) is not None:
+        if getattr(clf, "heldout_scores_", None) is not None:
             summary["n_components"] = "auto"
-            summary["bic"] = {str(lab): {str(k): round(float(v), 3) for k, v in values.items()}
-                              for lab, values in zip(clf.classes_, clf.bic_)}
+            summary["heldout_loglik"] = {str(lab): {str(k): round(float(v), 4) for k, v in values.items()}
+                                         for lab, values in zip(clf.classes_, clf.heldout_scores_)}
     return TrainedModel(clf, config, summary)
 
 

@@ -15,8 +15,10 @@ Examples
 >>> r = get_recipe("music", n_components=16)
 >>> r.method, r.params["n_components"], r.features.n_mels
 ('per-class', 16, 128)
->>> get_recipe().method
-'per-class'
+>>> get_recipe().name is None        # the no-preset default: DEFAULT_RECIPE
+True
+>>> get_recipe(method="per-class").params["n_components"]   # another method: its own default size
+32
 """
 
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ from .exceptions import ParameterError
 from .features import FeatureConfig
 from .ubm import UBMClassifier
 
-__all__ = ["Recipe", "METHODS", "PRESETS", "DEFAULT_PARAMS", "get_recipe", "make_classifier"]
+__all__ = ["Recipe", "METHODS", "PRESETS", "PRESET_HELP", "DEFAULT_PARAMS", "DEFAULT_RECIPE", "METHOD_DEFAULTS",
+           "HINT_MUSIC_SECONDS", "get_recipe", "make_classifier", "preset_hint"]
 
 #: The classifier class of each method name (``--method``, the model file's ``method``).
 METHODS = MappingProxyType({cls.method: cls for cls in (GMMClassifier, UBMClassifier)})
@@ -53,10 +56,68 @@ PRESETS = MappingProxyType({
 
 #: What each preset is, for ``--help`` and error messages.
 PRESET_HELP = MappingProxyType({
-    "speech": "speech (speaker ID, spoken language, words): 16 kHz MFCC + deltas, UBM of 128 components "
-              "with means+weights MAP adaptation",
-    "music": "music (genre, soundtracks): 16 kHz, 128 mel bands from 0 Hz, one GMM of 32 components per class",
+    "speech": "speech (speaker ID, spoken language, words): 16 kHz, 20 MFCC + deltas from 40 mel bands, a UBM "
+              "of 128 components with means+weights MAP adaptation",
+    "music": "music (genre, soundtracks): 16 kHz, 20 MFCC + deltas from 128 mel bands from 0 Hz, one GMM of "
+             "32 components per class",
 })
+
+#: The recipe of ``get_recipe()`` (``audiogmm train DATA`` with no preset), as a preset's
+#: ``(feature preset, method, classifier parameters)``: the music preset's recipe, one GMM of
+#: 32 components per class on MFCC from 128 mel bands. Chosen with ``bench/defaults.py`` on
+#: grouped cross-validation of each protocol's training part, never on a test split (README,
+#: "Accuracy"): there it was within a point of the best preset on every protocol measured,
+#: while the speech recipe (UBM) lost more than two points on genre-midi.
+DEFAULT_RECIPE = PRESETS["music"]
+
+#: Parameters a method takes when a recipe is switched to it (``--method`` without ``-k``):
+#: a per-class mixture and a UBM want very different sizes.
+METHOD_DEFAULTS = MappingProxyType({
+    "per-class": MappingProxyType({"n_components": 32}),
+    "ubm": MappingProxyType({"n_components": 128, "adapt": "means,weights"}),
+})
+
+
+#: :func:`preset_hint`: training recordings whose median duration is at least this many seconds
+#: look like music, shorter ones like speech. Measured on the protocols of ``bench/accuracy.py``:
+#: the speech corpora's medians are 0.4 s (FSDD) and 1.1 s (GCompris), the music corpora's
+#: 30 s (genre-midi clips) and 242 s (soundtrack tracks); nothing in between was measured.
+HINT_MUSIC_SECONDS = 10.0
+
+
+def preset_hint(recipe, median_seconds):
+    """A hint to name a preset when the default recipe meets data it was not chosen for, or None.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        The recipe about to be trained; only the unchanged default (``get_recipe()``) gets a hint.
+    median_seconds : float
+        Median duration of the training recordings, in seconds.
+
+    Returns
+    -------
+    str or None
+        A sentence naming the preset the data look like (``"music"`` at
+        :data:`HINT_MUSIC_SECONDS` or more, ``"speech"`` below), when that preset is not
+        what the default trains.
+
+    Examples
+    --------
+    >>> preset_hint(get_recipe(), 0.5)[:46]             # the default is the music recipe
+    'the training recordings are short, like speech'
+    >>> preset_hint(get_recipe("music"), 0.5) is None   # a preset was chosen: no hint
+    True
+    """
+    if not isinstance(recipe, Recipe) or recipe != get_recipe():
+        return None
+    looks_like = "music" if median_seconds >= HINT_MUSIC_SECONDS else "speech"
+    if PRESETS[looks_like] == DEFAULT_RECIPE:
+        return None
+    kind = "long, like music" if looks_like == "music" else "short, like speech"
+    return (f"the training recordings are {kind} (median {median_seconds:.1f} s), and no preset was given: "
+            f"--preset {looks_like} (preset={looks_like!r}) measured better than the default on such data "
+            f"(bench/defaults.py)")
 
 
 @dataclass(frozen=True)
@@ -131,13 +192,23 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
     **params
         Classifier parameters (:data:`DEFAULT_PARAMS`); None leaves the preset's value.
 
+    Notes
+    -----
+    With no preset the base is :data:`DEFAULT_RECIPE`. A ``method`` other than the base's
+    starts from :data:`METHOD_DEFAULTS` for that method (a per-class mixture of 128 components
+    would be a UBM's size); ``n_components="auto"`` with no preset and no method means
+    ``"per-class"``, the method that chooses K.
+
     Raises
     ------
     ParameterError
         Unknown preset, method or parameter, or an invalid value.
     """
     if preset is None:
-        base = Recipe()
+        feature_preset, preset_method, preset_params = DEFAULT_RECIPE
+        base = Recipe(FeatureConfig.preset(feature_preset), preset_method, dict(preset_params))
+        if method is None and params.get("n_components") == "auto":
+            method = "per-class"  # the only method that chooses K; the default's method was ours to pick
     elif preset == "language":
         raise ParameterError("preset 'language' was the same recipe as 'speech' and was removed: use "
                              "--preset speech (preset='speech')")
@@ -146,6 +217,9 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
     else:
         feature_preset, preset_method, preset_params = PRESETS[preset]
         base = Recipe(FeatureConfig.preset(feature_preset), preset_method, dict(preset_params), preset)
+    if method is not None and method != base.method:
+        # another method than the recipe's: its own defaults, not the other method's sizes
+        base = Recipe(base.features, method, dict(METHOD_DEFAULTS.get(method, {})), base.name)
     return base.replace(features=features, method=method, **params)
 
 

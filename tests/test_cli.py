@@ -222,7 +222,7 @@ def test_train_n_components_auto(runner, tone_corpus, tmp_path):
     assert all(k in (1, 2, 4, 8, 16, 32, 64) for k in ks)
     assert clf.n_components_.tolist() == ks
     assert [loaded.summary["classes"][c]["n_components"] for c in loaded.classes] == ks
-    assert set(loaded.summary["bic"]) == set(loaded.classes)
+    assert set(loaded.summary["heldout_loglik"]) == set(loaded.classes)
     result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(model), "-k", "many"])
     assert result.exit_code == 2
     assert "'many' is not an int or 'auto'" in result.stderr

@@ -1,6 +1,7 @@
 """What a user meets at the command line: progress, Ctrl-C, consistent options and messages."""
 
 import contextlib
+import warnings
 import csv
 import io
 import json
@@ -91,8 +92,9 @@ def _recordings(rng):
 def test_classifiers_report_em_iterations_and_classes_without_changing_the_model(make, auto, rng):
     X, y = _recordings(rng)
     calls = []
-    # -k auto's large candidates collapse on 400 frames: expected, and not what this test is about
-    with pytest.warns(ConvergenceWarning) if auto else contextlib.nullcontext():
+    # -k auto may warn (re-seeded candidates, or the grid's end): expected, and not what this test is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         with_progress = make().fit(X, y, progress=lambda *a: calls.append(a))
         plain = make().fit(X, y)
     for g1, g2 in zip(with_progress.gmms_, plain.gmms_):

@@ -21,7 +21,9 @@ def test_train_predict_evaluate(tone_corpus, tmp_path):
     assert model.classes == ["high", "low", "noise"]
     assert model.summary["n_recordings"] == 12
     assert model.summary["classes"]["low"]["recordings"] == 4
-    assert model.feature_config == FeatureConfig()
+    from audiogmm.recipes import get_recipe
+
+    assert model.feature_config == get_recipe().features  # the default recipe's features
 
     preds, n_other = pipeline.predict(model, [tone_corpus / "test"], n_jobs=2)
     assert n_other == 0

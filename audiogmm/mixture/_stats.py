@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -384,6 +385,9 @@ def log_prob_direct(X, weights, means, variances):
 _NUMBA = []
 
 
+_NUMBA_LOCK = threading.Lock()
+
+
 def numba_kernels():
     """The numba kernel module :mod:`audiogmm.mixture._kernels`, compiled, or None.
 
@@ -393,7 +397,13 @@ def numba_kernels():
     it. With ``cache=True`` the compiled kernels are stored next to the module, so only the
     first process pays the compilation (a few seconds).
     """
-    if not _NUMBA:
+    if _NUMBA:
+        return _NUMBA[0]
+    # One thread loads: warnings.catch_warnings is not thread-safe (two threads entering and
+    # leaving it at once left 'ignore' in the global filters, silencing every later warning).
+    with _NUMBA_LOCK:
+        if _NUMBA:
+            return _NUMBA[0]
         kernels = None
         if os.environ.get("AUDIOGMM_NUMBA", "1") != "0":
             try:
