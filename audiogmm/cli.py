@@ -212,7 +212,9 @@ def _excerpt_options(func):
 
 _min_confidence_option = click.option(
     "--min-confidence", type=click.FloatRange(0, 1), default=None, metavar="P",
-    help="Label a recording 'unknown' when its confidence (top class probability) is below P.",
+    help="Label a recording 'unknown' when its confidence (calibrated top probability) is below P: the kept "
+         "ones are then expected to be right at least a fraction P of the time (see the coverage table of "
+         "'audiogmm evaluate').",
 )
 
 
@@ -393,12 +395,19 @@ def _recipe(preset, feature_overrides, **params):
 @click.option("--out-of-core", is_flag=True, default=False,
               help="Train from the feature store (--cache) without loading the features into memory: for "
                    "corpora larger than RAM; the same model as without it.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Fit the probabilities on out-of-fold scores (3 more fits), so that a confidence of 0.8 means "
+                   "about 80 % right on new recordings; --no-calibrate keeps the plain softmax.")
+@click.option("--group-by", default=None, metavar="COLUMN|REGEX",
+              help="Calibration folds keep recordings sharing this key together (a manifest column such as "
+                   "speaker, or a regular expression on the path), so confidence reflects new speakers or "
+                   "tracks [each file].")
 @_scheduler_option
 @_common
 @_handle_errors
 def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, priors, relevance_factor, top_c,
-          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, out_of_core, scheduler, jobs, quiet,
-          **feature_overrides):
+          adapt, clip, seed, preset, include, exclude, fmt, cache_dir, out_of_core, calibrate, group_by, scheduler,
+          jobs, quiet, **feature_overrides):
     """Train a model from DATA: a folder of <label>/ sub-folders, or a path,label manifest."""
     from . import pipeline
 
@@ -412,6 +421,7 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
         n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress, out_of_core=out_of_core, scheduler=scheduler,
+        calibrate=calibrate, group_by=group_by,
     )
     model.save(output)
     s = model.summary
@@ -878,16 +888,16 @@ def info(model_path, fmt):
     model = _load(model_path)
     clf = model.classifier
     if fmt == "json":
+        state, _ = clf.to_arrays()  # the same facts the model file holds, not a second description
+        for info in state["gmms"] + ([state["ubm"]] if "ubm" in state else []):
+            if info["lower_bound"] != info["lower_bound"]:  # NaN (MAP-adapted): null in JSON
+                info["lower_bound"] = None
         click.echo(json.dumps({
             **model.metadata,
-            "classes": model.classes,
-            "method": "ubm" if hasattr(clf, "ubm_") else "per-class",
+            "method": clf.method,
             "classifier": {k: v for k, v in clf.get_params().items() if k != "n_jobs"},
-            "class_prior": clf.class_prior_.tolist(),
-            "gmms": [{"n_components": int(g.weights_.shape[0]), "converged": bool(g.converged_),
-                      "n_iter": int(g.n_iter_), "lower_bound": float(g.lower_bound_)} for g in clf.gmms_],
+            **state,
             "feature_config": model.feature_config.to_dict(),
-            "n_features": int(clf.n_features_in_),
             "training": model.summary,
         }, indent=2, default=str))
         return

@@ -79,14 +79,10 @@ window check, ``log`` and the normalisation. Up to K=16 (``_CHUNK_KERNEL_MAX_K``
 chunk of blocks runs in one call of ``_kernels.accumulate_range`` (a block
 with a frame out of the window is redone with exact maxima); above, the kernels are called
 per block with NumPy's ``matmul`` in between (only the out-of-window frames are redone),
-because numba's ``np.dot`` goes to SciPy's OpenBLAS, 15-19 % slower than NumPy's on these
-shapes at K=64 and about equal at K=8. Same maths, results equal to the NumPy path to
-float32 rounding (a test checks both). Measured in one process, alternating with the NumPy
-path (D=40, 1 BLAS thread; NumPy/numba CPU time per iteration): K=64 1.19-1.26x, K=256
-1.03-1.26x. The chunk kernel runs without the GIL (no Python between blocks), so row-block
-threads scale: measured in alternating processes (N=1e6, K=8), one chunk per call against
-one Python call per kernel and GEMM: 0.13-0.15 vs 0.16-0.17 s/iter on one thread,
-0.075-0.08 vs 0.12-0.13 s wall with two (CPU 0.15 vs 0.21). numba is imported and the
+because numba's ``np.dot`` goes to SciPy's OpenBLAS, slower than NumPy's on these shapes at
+large K (``bench/gmm.py`` measures both paths). Same maths, results equal to the NumPy path to
+float32 rounding (a test checks both). The chunk kernel runs without the GIL (no Python
+between blocks), so row-block threads scale. numba is imported and the
 kernels compiled (several seconds, once) or loaded from numba's cache next to the module
 (about 1 s) at the first float32 fit; without numba, if compilation fails, or with
 ``AUDIOGMM_NUMBA=0``, the NumPy path runs, silently.
