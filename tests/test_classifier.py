@@ -130,6 +130,7 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")  # sklearn skipping pandas/array-API checks
 def test_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
 

@@ -205,8 +205,8 @@ def test_executor_arguments_are_checked(client):
 
 def test_pipeline_train_with_a_client_equals_in_process(client, tone_corpus):
     data = tone_corpus / "train"
-    ref = pipeline.train(data, n_components=2, max_iter=20)
-    got = pipeline.train(data, n_components=2, max_iter=20, executor=client)
+    ref = pipeline.train(data, n_components=2, max_iter=100)
+    got = pipeline.train(data, n_components=2, max_iter=100, executor=client)
     for g, r in zip(got.classifier.gmms_, ref.classifier.gmms_):
         _same_model(g, r)
     with pytest.raises(ParameterError, match="either executor or scheduler"):
