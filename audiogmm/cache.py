@@ -417,6 +417,36 @@ class EntryLoader:
     def __call__(self) -> np.ndarray:
         return _open_checked(self.path, self.key, self.n_features)
 
+    def read_rows(self, start, stop, out):
+        """Read rows ``start:stop`` of the entry straight into ``out`` (C-contiguous float32).
+
+        One ``preadv`` from the page cache into the caller's buffer: no mapping is made or
+        kept, so memory stays flat, and no second copy. The entry is checked as by
+        :meth:`__call__` once per process and file state (inode, size, modification time): a
+        replaced or damaged file is checked again before any of its rows is used.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            offset, shape = _checked_layout(self.path, fd, st, self.key, self.n_features)
+            if not 0 <= start <= stop <= shape[0] or out.shape != (stop - start, shape[1]) \
+                    or out.dtype != np.float32 or not out.flags.c_contiguous:
+                raise AudiogmmError(f"feature store entry {self.path}: rows {start}:{stop} do not fit its shape "
+                                    f"{shape} or the buffer {out.shape} {out.dtype}")
+            view = memoryview(out).cast("B")
+            pos, done = offset + start * shape[1] * 4, 0
+            while done < view.nbytes:
+                n = os.preadv(fd, [view[done:]], pos + done)
+                if n <= 0:
+                    raise AudiogmmError(f"feature store entry {self.path} ended early (truncated while in use); "
+                                        f"recompute it (audiogmm features)")
+                done += n
+        except OSError as exc:
+            raise AudiogmmError(f"feature store entry {self.path} cannot be read ({exc.strerror or exc}); "
+                                f"recompute it (audiogmm features)") from None
+        finally:
+            os.close(fd)
+
     def __repr__(self):
         return f"EntryLoader({self.path!r})"
 
@@ -532,6 +562,25 @@ def _check_entry(fh, key, dtype, ndim, n_cols=None):
                         f"a swapped or copied file")
     if (rows, stored_cols) != (shape[0], cols):
         raise _BadEntry(f"its trailer records shape ({rows}, {stored_cols}), its header {shape}")
+    return offset, shape
+
+
+#: Entries already checked by this process: path -> ((inode, size, mtime_ns), data offset, shape).
+_CHECKED = {}
+
+
+def _checked_layout(path, fd, st, key, n_features):
+    """``(data offset, shape)`` of an entry, checked once per process and file state."""
+    state = (st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _CHECKED.get(path)
+    if known is not None and known[0] == state:
+        return known[1], known[2]
+    try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            offset, shape = _check_entry(fh, key, np.float32, 2, n_features)
+    except _BadEntry as exc:
+        raise AudiogmmError(f"feature store entry {path}: {exc}; recompute it (audiogmm features)") from None
+    _CHECKED[path] = (state, offset, shape)
     return offset, shape
 
 

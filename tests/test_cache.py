@@ -224,3 +224,23 @@ def test_cache_features_writes_and_merges_the_index(tone_corpus, tmp_path):
     assert len(rows) == 18
     (row,) = [r for r in rows if r["path"] == os.path.realpath(target)]
     assert row["key"] == cache.key(target, cfg13) and row["n_frames"] > 50
+
+
+def test_loader_reads_rows_into_a_buffer_and_rechecks_a_replaced_entry(tmp_path, write_wav):
+    cfg = FeatureConfig()
+    cache = FeatureCache(tmp_path / "c")
+    a = write_wav("a.wav", synth_tone("low", seconds=0.5))
+    b = write_wav("b.wav", synth_tone("high", seconds=0.7))
+    Xa = cache.extract(a, cfg)
+    cache.extract(b, cfg)
+    load = cache.loader(cache.key(a, cfg), n_features=cfg.n_features)
+    out = np.empty((10, cfg.n_features), dtype=np.float32)
+    load.read_rows(5, 15, out)
+    np.testing.assert_array_equal(out, Xa[5:15])  # the same bytes as the memory map
+    with pytest.raises(AudiogmmError, match="do not fit its shape"):
+        load.read_rows(Xa.shape[0] - 2, Xa.shape[0] + 8, out)
+    # b's entry put under a's name (a swapped file): the changed file is checked again, and refused
+    entry_a = cache.entry_path(cache.key(a, cfg))
+    entry_a.write_bytes(cache.entry_path(cache.key(b, cfg)).read_bytes())
+    with pytest.raises(AudiogmmError, match="entry of another key"):
+        load.read_rows(0, 10, out)

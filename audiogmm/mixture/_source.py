@@ -206,10 +206,14 @@ class ConcatSource:
             while self.offsets[i + 1] <= row:  # skip empty parts
                 i += 1
             end = min(stop, int(self.offsets[i + 1]))
-            arr = self._open(i)
             a = row - int(self.offsets[i])
-            buf[row - start:end - start] = arr[a:a + end - row]
-            del arr  # release a mapping before opening the next part
+            reader = getattr(self.parts[i], "read_rows", None)
+            if reader is not None and buf.dtype == self.dtype:  # e.g. a store entry: read into buf directly
+                reader(a, a + end - row, buf[row - start:end - start])
+            else:
+                arr = self._open(i)
+                buf[row - start:end - start] = arr[a:a + end - row]
+                del arr  # release a mapping before opening the next part
             row, i = end, i + 1
         return buf
 
