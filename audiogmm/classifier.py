@@ -49,7 +49,7 @@ import numpy as np
 from .calibration import SoftmaxCalibrator, calibrator_from_state
 from .exceptions import ConvergenceWarning, NotFittedError, ParameterError, TrainingError
 from ._validation import check_n_jobs, seed_entropy
-from .mixture import (DEFAULT_BLOCK_SIZE, ConcatSource, DiagonalGMM, FileFrameState, score_samples_many,
+from .mixture import (ConcatSource, DiagonalGMM, FileFrameState, auto_block_size, is_source, score_samples_many,
                       select_n_components)
 
 __all__ = ["BaseGMMClassifier", "GMMClassifier", "N_COMPONENTS_GRID", "as_recordings", "class_source", "fitted_gmm",
@@ -724,12 +724,6 @@ def scratch_frame_state(directory):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def is_source(obj):
-    """True if ``obj`` is a frame source (:mod:`audiogmm.mixture`'s protocol), not an array."""
-    return (not isinstance(obj, np.ndarray)
-            and all(hasattr(obj, a) for a in ("n_frames", "n_features", "dtype", "read", "take")))
-
-
 def _width(recording):
     return recording.n_features if is_source(recording) else recording.shape[1]
 
@@ -790,8 +784,7 @@ def _score_block_size(gmm):
     bs = gmm.block_size
     if isinstance(bs, numbers.Integral) and not isinstance(bs, bool) and bs >= 1:
         return int(bs)
-    k = gmm.weights_.shape[0]  # as the engine's automatic block size: 1024, fewer above K=256
-    return int(max(256, min(DEFAULT_BLOCK_SIZE, (1 << 18) // max(k, 1))))
+    return auto_block_size(gmm.weights_.shape[0])
 
 
 def mean_score(gmm, X, *, chunk_blocks=64):

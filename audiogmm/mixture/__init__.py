@@ -117,8 +117,8 @@ kept and reported in a warning. Nothing here produces NaN.
 from audiogmm.mixture._em import (PARTITION_CHUNKS, FileFrameState, MemoryFrameState,
                                   PartitionTask, SerialExecutor, ThreadExecutor,
                                   accumulate_partition, worst_partition)
-from audiogmm.mixture._source import ArraySource, ConcatSource, IndexedSource
-from audiogmm.mixture._stats import DEFAULT_BLOCK_SIZE, SuffStats
+from audiogmm.mixture._source import ArraySource, ConcatSource, IndexedSource, is_source
+from audiogmm.mixture._stats import DEFAULT_BLOCK_SIZE, SuffStats, auto_block_size
 from audiogmm.mixture.gmm import DiagonalGMM, score_samples_many, select_n_components
 from audiogmm.mixture.map import map_adapt, map_statistics
 
@@ -126,4 +126,4 @@ __all__ = ["DiagonalGMM", "score_samples_many", "select_n_components", "SuffStat
            "map_adapt", "map_statistics", "ArraySource", "ConcatSource", "IndexedSource",
            "SerialExecutor", "ThreadExecutor", "MemoryFrameState", "FileFrameState",
            "PartitionTask", "accumulate_partition", "worst_partition", "PARTITION_CHUNKS",
-           "DEFAULT_BLOCK_SIZE"]
+           "DEFAULT_BLOCK_SIZE", "auto_block_size", "is_source"]
