@@ -8,6 +8,7 @@ error (bad option, missing path, invalid parameter value).
 import csv
 import functools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -81,6 +82,7 @@ class _Progress:
         self.bars = {}
         self.started = {}
         self.lock = threading.RLock()
+        self._native = _NativeStderr() if quiet and stream is None else None
         _LIVE.append(self)
 
     def __call__(self, stage, done, total):
@@ -134,8 +136,58 @@ class _Progress:
             for bar in self.bars.values():
                 bar.close()
             self.bars.clear()
+        if self._native is not None:
+            self._native.restore()
+            self._native = None
         if self in _LIVE:
             _LIVE.remove(self)
+
+
+class _NativeStderr:
+    """Under ``-q``, send what C libraries write to file descriptor 2 to the null device.
+
+    libmpg123 (inside libsndfile) prints ``Note: Illegal Audio-MPEG-Header ...`` for damaged MP3
+    frames straight to fd 2, and no flag reaches it through soundfile. So fd 2 itself is pointed
+    at the null device, once, in the main thread before any work (a per-call redirection would race
+    with the decoding threads), while ``sys.stderr`` moves to a duplicate of the real stderr:
+    everything Python prints (click's error messages, tracebacks) still arrives. Worker processes
+    started meanwhile inherit the silenced fd 2. Nothing is done when ``sys.stderr`` is not fd 2
+    (CliRunner, pytest's capture): there is no native stream of ours to silence.
+    """
+
+    def __init__(self):
+        self._saved = self._stream = self._previous = None
+        try:
+            if sys.stderr is None or sys.stderr.fileno() != 2:
+                return
+            sys.stderr.flush()
+            saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+        except (AttributeError, OSError, ValueError):
+            return
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        self._saved, self._previous = saved, sys.stderr
+        self._stream = open(saved, "w", encoding=sys.stderr.encoding, errors=sys.stderr.errors,
+                            buffering=1, closefd=False)
+        sys.stderr = self._stream
+
+    def restore(self):
+        """Point fd 2 and ``sys.stderr`` back at the real stderr (idempotent)."""
+        if self._saved is None:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        if sys.stderr is self._stream:
+            sys.stderr = self._previous
+        self._stream.close()
+        self._saved = None
 
 
 def _isatty(stream):
