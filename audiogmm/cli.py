@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from .exceptions import AudiogmmError, ParameterError
-from .recipes import DEFAULT_PARAMS, PRESET_HELP
+from .recipes import AUTO_MUSIC_SECONDS, DEFAULT_PARAMS, PRESET_HELP
 
 EPILOG_ROOT = """\b
 Examples:
@@ -306,10 +306,11 @@ def _feature_options(func):
     opts = [
         click.option("--preset", type=click.Choice(list(PRESET_HELP)), default=None,
                      help="A recipe, features and classifier together; the options override it one by one. "
-                          + "; ".join(PRESET_HELP.values()) + "."),
+                          + "; ".join(PRESET_HELP.values()) + f". Without --preset: speech when the recordings' "
+                          f"median duration is under {AUTO_MUSIC_SECONDS:g} s, else music (said on stderr)."),
         click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Rate audio is resampled to, in Hz [16000]."),
         click.option("--n-mfcc", type=int, default=None, help="MFCC coefficients per frame [20]."),
-        click.option("--n-mels", type=int, default=None, help="Mel bands [128; 40 with --preset speech]."),
+        click.option("--n-mels", type=int, default=None, help="Mel bands [the preset's: 40 speech, 128 music]."),
         click.option("--win-ms", type=float, default=None, help="Analysis window, in ms [25]."),
         click.option("--hop-ms", type=float, default=None, help="Hop between frames, in ms [10]."),
         click.option("--deltas", type=click.IntRange(0, 2), default=None, help="0: MFCC only, 1: +delta, 2: +delta-delta [2]."),
@@ -352,12 +353,12 @@ def _scheduler_option(func):
     )(func)
 
 
-def _feature_config(preset, **overrides):
+def _feature_config(preset, median_seconds=None, **overrides):
     from .features import FeatureConfig
     from .recipes import get_recipe
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    base = get_recipe(preset).features
+    base = get_recipe(preset, median_seconds=median_seconds).features
     return FeatureConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
 
 
@@ -392,11 +393,10 @@ def _model_options(func):
     opts = [
         click.option("--method", type=click.Choice(["per-class", "ubm"]), default=None,
                      help="per-class: one GMM per class by EM; ubm: a universal background model with "
-                          "MAP-adapted class models, scored by log-likelihood ratio [the preset's; per-class "
-                          "without --preset]."),
+                          "MAP-adapted class models, scored by log-likelihood ratio [the preset's]."),
         click.option("-k", "--n-components", type=_IntOrAuto(), default=None,
-                     help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; 32 "
-                          "without --preset, 128 with --method ubm]. per-class also takes 'auto': each class's "
+                     help="Mixture components per class (per-class) or of the UBM (ubm) [the preset's; "
+                          "else 32 per-class, 128 ubm]. per-class also takes 'auto': each class's "
                           "K chosen by held-out likelihood over 1, 2, 4, ..., 64 (stops when doubling gains too "
                           "little)."),
         click.option("--max-iter", type=int, default=None, help=f"Most EM iterations per mixture [{DEFAULT_PARAMS['max_iter']}]."),
@@ -415,7 +415,7 @@ def _model_options(func):
                           f"[{DEFAULT_PARAMS['top_c']}]."),
         click.option("--adapt", default=None, metavar="PARTS",
                      help="ubm: parameters MAP adapts, a comma-separated subset of means,weights,variances "
-                          "[the preset's; means]."),
+                          "[means,weights]."),
         click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
                      help="Cut recordings into clips of SECONDS (a shorter tail is dropped) and train or test on "
                           "the clips, each an item; with a MODEL, evaluate it on clips of the test recordings."),
@@ -427,12 +427,27 @@ def _model_options(func):
     return func
 
 
-def _recipe(preset, feature_overrides, **params):
-    """The recipe of ``--preset`` with the explicit options over it (features and classifier)."""
+def _recipe(preset, feature_overrides, choice=None, **params):
+    """The recipe of ``--preset`` with the explicit options over it (features and classifier).
+
+    Without ``--preset``, ``choice`` (from :func:`_default_choice`) names the base recipe.
+    """
     from .recipes import get_recipe
 
-    recipe = get_recipe(preset, **params)
-    return recipe.replace(features=_feature_config(preset, **feature_overrides))
+    seconds = None if choice is None else choice["median_seconds"]
+    recipe = get_recipe(preset, median_seconds=seconds, **params)
+    return recipe.replace(features=_feature_config(preset, seconds, **feature_overrides))
+
+
+def _default_choice(preset, data, include, exclude, progress):
+    """Without ``--preset``: which preset the data get (pipeline.default_choice), said on stderr."""
+    from . import pipeline
+
+    if preset is not None:
+        return None
+    choice = pipeline.default_choice(data, include=include, exclude=exclude)
+    progress.write(f"No --preset: {choice['rule']}. Give --preset speech or --preset music to choose.")
+    return choice
 
 
 @main.command(epilog=TRAIN_EPILOG)
@@ -467,14 +482,17 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
         raise click.UsageError("--out-of-core needs --cache STORE (or AUDIOGMM_CACHE): the features are read "
                                "from the feature store")
     progress = _start(quiet)
-    recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
-                     tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors, relevance_factor=relevance_factor,
-                     top_c=top_c, adapt=adapt)
+    choice = _default_choice(preset, data, include, exclude, progress)
+    recipe = _recipe(preset, feature_overrides, choice, method=method, n_components=n_components,
+                     max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
+                     relevance_factor=relevance_factor, top_c=top_c, adapt=adapt)
     model = pipeline.train(
         data, recipe, clip=clip, include=include, exclude=exclude,
         n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress, out_of_core=out_of_core, scheduler=scheduler,
         calibrate=calibrate, group_by=group_by,
     )
+    if choice is not None:  # the recipe came chosen from here: say so in the model, as train() does
+        model.summary["default_choice"] = choice
     model.save(output)
     s = model.summary
     if fmt == "json":
@@ -728,14 +746,17 @@ def evaluate(sources, n_splits, group_by, test_globs, test_list, train_list, plo
         if n_splits is not None and (test_globs or test_list):
             raise click.UsageError("--cv and --test/--test-list are alternatives: give one")
         test = list(test_globs) + (_read_list(test_list) if test_list else [])
-        recipe = _recipe(preset, feature_overrides, method=method, n_components=n_components, max_iter=max_iter,
-                         tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
+        choice = _default_choice(preset, data, include, exclude, progress)
+        recipe = _recipe(preset, feature_overrides, choice, method=method, n_components=n_components,
+                         max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, priors=priors,
                          relevance_factor=relevance_factor, top_c=top_c, adapt=adapt)
         ev = pipeline.cross_validate(
             data, recipe, n_splits=n_splits or 5, group_by=group_by, test=test or None,
             train=_read_list(train_list) if train_list else None, clip=clip, include=include, exclude=exclude,
             n_jobs=jobs, random_state=seed, cache_dir=cache_dir, progress=progress,
         )
+        if choice is not None and ev.protocol is not None:
+            ev.protocol["default_choice"] = choice
     if plot is not None:
         _plot(ev, plot, quiet)
     if fmt == "csv":
@@ -903,7 +924,11 @@ def features(data, legacy_output, preset, include, exclude, fmt, cache_dir, sche
         cache_dir = legacy_output
     if cache_dir is None:
         raise click.UsageError("missing option '--cache STORE': the feature store to fill (or set AUDIOGMM_CACHE)")
-    config = _feature_config(preset, **feature_overrides)
+    choice = None
+    if preset is None:
+        choice = _default_choice(preset, pipeline.find_inputs(list(data), include=include, exclude=exclude)[0],
+                                 (), (), progress)
+    config = _feature_config(preset, None if choice is None else choice["median_seconds"], **feature_overrides)
     if scheduler is None:
         summary = pipeline.cache_features(list(data), config, cache_dir, include=include, exclude=exclude,
                                           n_jobs=jobs, progress=progress)
@@ -976,6 +1001,11 @@ def info(model_path, fmt):
         click.echo(f"training     {s.get('n_recordings')} recordings from {s.get('dataset')}, "
                    f"{s.get('n_skipped')} skipped, seed {s.get('random_state')}, "
                    f"features {s.get('feature_seconds')} s, EM {s.get('fit_seconds')} s")
+        choice = s.get("default_choice")
+        if s.get("preset"):
+            click.echo(f"preset       {s['preset']}")
+        elif isinstance(choice, dict) and choice.get("rule"):
+            click.echo(f"preset       none given: {choice['rule']}")
     click.echo("")
     click.echo(_class_table(model))
 

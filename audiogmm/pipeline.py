@@ -45,6 +45,7 @@ __all__ = [
     "find_inputs",
     "evaluate",
     "cross_validate",
+    "default_choice",
     "Prediction",
     "Segment",
     "Timeline",
@@ -224,6 +225,56 @@ def _rows(dataset, include, exclude):
     return list(dataset)
 
 
+#: :func:`default_choice` reads the headers of at most this many recordings (a seeded sample).
+DEFAULT_CHOICE_SAMPLE = 64
+
+
+def default_choice(dataset, *, include=(), exclude=(), max_files=DEFAULT_CHOICE_SAMPLE, random_state=0):
+    """Which preset the no-preset default trains on ``dataset``, and why.
+
+    The median duration of the recordings (read from the headers of a seeded sample of at most
+    ``max_files``; unreadable ones are passed over) decides:
+    :func:`audiogmm.recipes.default_preset`.
+
+    Parameters
+    ----------
+    dataset : str, Path or sequence of Recording or of paths
+        As :func:`train`'s, or the audio files themselves.
+    include, exclude : sequence of str
+    max_files : int, default=DEFAULT_CHOICE_SAMPLE (64)
+    random_state : int, default=0
+
+    Returns
+    -------
+    choice : dict
+        ``preset`` ("speech" or "music"), ``median_seconds`` (None if no header could be
+        read: then the music recipe, :data:`audiogmm.recipes.DEFAULT_RECIPE`), ``n_measured``
+        and ``rule`` (a sentence for the user).
+    """
+    from .audio import duration
+    from .exceptions import AudioLoadError
+
+    paths = [getattr(r, "path", r) for r in _rows(dataset, include, exclude)]  # rows, or plain paths
+    if len(paths) > max_files:
+        pick = np.sort(np.random.default_rng(random_state).choice(len(paths), max_files, replace=False))
+        paths = [paths[i] for i in pick]
+    seconds = []
+    for path in paths:
+        try:
+            seconds.append(duration(path))
+        except AudioLoadError:
+            continue  # reported, with its reason, when the features are extracted
+    median = float(np.median(seconds)) if seconds else None
+    preset = _recipes.default_preset(median)
+    if median is None:
+        rule = "no recording's duration could be read: the music recipe"
+    else:
+        kind = "short, like speech" if preset == "speech" else "long, like music"
+        rule = (f"the recordings are {kind} (median {median:.1f} s; the threshold is "
+                f"{_recipes.AUTO_MUSIC_SECONDS:g} s): the {preset} recipe")
+    return {"preset": preset, "median_seconds": median, "n_measured": len(seconds), "rule": rule}
+
+
 def _resolve_recipe(recipe, preset, feature_config, params):
     """The recipe of a workflow call: a Recipe, an unfitted classifier, or a preset plus overrides.
 
@@ -280,7 +331,9 @@ def train(
         What to train (:mod:`audiogmm.recipes`); default: ``preset`` with ``params`` over it.
     preset : {"speech", "music"}, optional
         A named recipe, features and classifier together (the same as ``--preset`` of the
-        command line). None: the default recipe.
+        command line). None (and no ``recipe``): the preset is chosen from the recordings'
+        median duration, :func:`default_choice` (recorded in ``summary["default_choice"]``);
+        ``params`` and ``feature_config`` still apply over it.
     feature_config : FeatureConfig, optional
         Replaces the recipe's features.
     **params
@@ -341,6 +394,7 @@ def train(
         A class with no usable recording, or with fewer frames than ``n_components``.
     """
     n_jobs = _check_jobs(n_jobs)
+    chosen = recipe is None and preset is None  # the default: its preset is chosen from the data below
     recipe, clf = _resolve_recipe(recipe, preset, feature_config, params)
     from_recipe = clf is None
     if clf is None:
@@ -357,7 +411,9 @@ def train(
             raise ParameterError("give either executor or scheduler, not both")
         parse_scheduler(scheduler)
         with client_for(scheduler) as client:  # connected before extraction: a bad address fails early
-            return train(dataset, recipe if from_recipe else clf, clip=clip, include=include, exclude=exclude,
+            again = {"feature_config": feature_config, **params} if chosen else {}
+            return train(dataset, None if chosen else recipe if from_recipe else clf, **again,
+                         clip=clip, include=include, exclude=exclude,
                          n_jobs=n_jobs, random_state=random_state, cache_dir=cache_dir, progress=progress,
                          calibrate=calibrate, group_by=group_by, out_of_core=out_of_core,
                          executor=DaskExecutor(client))
@@ -369,6 +425,13 @@ def train(
             f"needs at least two; add a sub-folder (or manifest label) per class"
         )
     groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
+    choice = None
+    if chosen:
+        choice = default_choice(rows)
+        recipe = _recipes.get_recipe(None, median_seconds=choice["median_seconds"], features=feature_config,
+                                     **params)
+        clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
+        config = recipe.features
 
     t0 = time.perf_counter()
     if out_of_core:
@@ -431,6 +494,7 @@ def train(
         "random_state": random_state,
         "method": recipe.method,
         "preset": recipe.name,
+        "default_choice": choice,
         "clip": clip,
         "out_of_core": bool(out_of_core),
         "feature_seconds": round(t_features, 3),
@@ -1078,6 +1142,7 @@ def cross_validate(
     n_jobs = _check_jobs(n_jobs)
     if not isinstance(calibrate, bool):
         raise ParameterError(f"calibrate must be True or False, got {calibrate!r}")
+    chosen = recipe is None and preset is None  # the default: its preset is chosen from the data below
     recipe, estimator = _resolve_recipe(recipe, preset, feature_config, params)
     if estimator is None:
         recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)  # validates before any audio is read
@@ -1095,6 +1160,12 @@ def cross_validate(
     rows = _rows(dataset, include, exclude)
     groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
     splits = _evaluation.fixed_split(rows, test=test, train=train) if test else None
+    choice = None
+    if chosen:  # on all of DATA's recordings: the test parts' durations are no label
+        choice = default_choice(rows)
+        recipe = _recipes.get_recipe(None, median_seconds=choice["median_seconds"], features=feature_config,
+                                     **params)
+        config = recipe.features
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
     # One item per clip (or file), carrying its file's label and group.
     items = [(i, X) for i, Xs in enumerate(features) if Xs is not None for X in Xs]
@@ -1135,6 +1206,7 @@ def cross_validate(
         "clip": clip,
         "method": recipe.method,
         "preset": recipe.name,
+        "default_choice": choice,
         "n_components": recipe.params["n_components"],
         "feature_config": config.to_dict(),
         "n_items": len(items),

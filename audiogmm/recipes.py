@@ -17,6 +17,8 @@ Examples
 ('per-class', 16, 128)
 >>> get_recipe().name is None        # the no-preset default: DEFAULT_RECIPE
 True
+>>> get_recipe(median_seconds=0.9).method   # ... or chosen from the recordings' duration
+'ubm'
 >>> get_recipe(method="per-class").params["n_components"]   # another method: its own default size
 32
 """
@@ -30,7 +32,7 @@ from .features import FeatureConfig
 from .ubm import UBMClassifier
 
 __all__ = ["Recipe", "METHODS", "PRESETS", "PRESET_HELP", "DEFAULT_PARAMS", "DEFAULT_RECIPE", "METHOD_DEFAULTS",
-           "HINT_MUSIC_SECONDS", "get_recipe", "make_classifier", "preset_hint"]
+           "AUTO_MUSIC_SECONDS", "default_preset", "get_recipe", "make_classifier"]
 
 #: The classifier class of each method name (``--method``, the model file's ``method``).
 METHODS = MappingProxyType({cls.method: cls for cls in (GMMClassifier, UBMClassifier)})
@@ -62,13 +64,46 @@ PRESET_HELP = MappingProxyType({
              "32 components per class",
 })
 
-#: The recipe of ``get_recipe()`` (``audiogmm train DATA`` with no preset), as a preset's
-#: ``(feature preset, method, classifier parameters)``: the music preset's recipe, one GMM of
-#: 32 components per class on MFCC from 128 mel bands. Chosen with ``bench/defaults.py`` on
-#: grouped cross-validation of each protocol's training part, never on a test split (README,
-#: "Accuracy"): there it was within a point of the best preset on every protocol measured,
-#: while the speech recipe (UBM) lost more than two points on genre-midi.
+#: The recipe of ``get_recipe()`` when nothing is known of the data (the Python API without a
+#: dataset, e.g. ``bench/`` and ``get_recipe(n_components=16)``), as a preset's
+#: ``(feature preset, method, classifier parameters)``: the music preset's recipe. With a
+#: dataset, the workflows pass its recordings' median duration and :func:`default_preset` picks.
 DEFAULT_RECIPE = PRESETS["music"]
+
+#: :func:`default_preset`: training recordings whose median duration is at least this many
+#: seconds get the music recipe, shorter ones the speech recipe. The measured corpora lie far on
+#: either side (medians: FSDD words 0.44 s, GCompris words 0.95 s; genre-midi clips 30 s,
+#: soundtrack tracks 222 s), so any threshold from about 3 to 30 s chooses the same; 10 s is a
+#: round value between them, not tuned.
+AUTO_MUSIC_SECONDS = 10.0
+
+
+def default_preset(median_seconds):
+    """The preset the no-preset default trains for recordings of this median duration.
+
+    Short recordings (words, utterances) get ``"speech"``, long ones (songs, clips, tracks)
+    ``"music"``: on grouped cross-validation of every protocol's training part
+    (``bench/defaults.py``) that preset was the best or tied (README, "Defaults without tuning").
+
+    Parameters
+    ----------
+    median_seconds : float or None
+        Median duration of the training recordings; None (unknown): the music recipe, as
+        :data:`DEFAULT_RECIPE`.
+
+    Returns
+    -------
+    {"speech", "music"}
+
+    Examples
+    --------
+    >>> default_preset(0.8), default_preset(30.0), default_preset(None)
+    ('speech', 'music', 'music')
+    """
+    if median_seconds is None:
+        return "music"
+    return "music" if float(median_seconds) >= AUTO_MUSIC_SECONDS else "speech"
+
 
 #: Parameters a method takes when a recipe is switched to it (``--method`` without ``-k``):
 #: a per-class mixture and a UBM want very different sizes.
@@ -76,48 +111,6 @@ METHOD_DEFAULTS = MappingProxyType({
     "per-class": MappingProxyType({"n_components": 32}),
     "ubm": MappingProxyType({"n_components": 128, "adapt": "means,weights"}),
 })
-
-
-#: :func:`preset_hint`: training recordings whose median duration is at least this many seconds
-#: look like music, shorter ones like speech. Measured on the protocols of ``bench/accuracy.py``:
-#: the speech corpora's medians are 0.4 s (FSDD) and 1.1 s (GCompris), the music corpora's
-#: 30 s (genre-midi clips) and 242 s (soundtrack tracks); nothing in between was measured.
-HINT_MUSIC_SECONDS = 10.0
-
-
-def preset_hint(recipe, median_seconds):
-    """A hint to name a preset when the default recipe meets data it was not chosen for, or None.
-
-    Parameters
-    ----------
-    recipe : Recipe
-        The recipe about to be trained; only the unchanged default (``get_recipe()``) gets a hint.
-    median_seconds : float
-        Median duration of the training recordings, in seconds.
-
-    Returns
-    -------
-    str or None
-        A sentence naming the preset the data look like (``"music"`` at
-        :data:`HINT_MUSIC_SECONDS` or more, ``"speech"`` below), when that preset is not
-        what the default trains.
-
-    Examples
-    --------
-    >>> preset_hint(get_recipe(), 0.5)[:46]             # the default is the music recipe
-    'the training recordings are short, like speech'
-    >>> preset_hint(get_recipe("music"), 0.5) is None   # a preset was chosen: no hint
-    True
-    """
-    if not isinstance(recipe, Recipe) or recipe != get_recipe():
-        return None
-    looks_like = "music" if median_seconds >= HINT_MUSIC_SECONDS else "speech"
-    if PRESETS[looks_like] == DEFAULT_RECIPE:
-        return None
-    kind = "long, like music" if looks_like == "music" else "short, like speech"
-    return (f"the training recordings are {kind} (median {median_seconds:.1f} s), and no preset was given: "
-            f"--preset {looks_like} (preset={looks_like!r}) measured better than the default on such data "
-            f"(bench/defaults.py)")
 
 
 @dataclass(frozen=True)
@@ -180,12 +173,16 @@ class Recipe:
                 "features": self.features.to_dict()}
 
 
-def get_recipe(preset=None, *, features=None, method=None, **params):
+def get_recipe(preset=None, *, median_seconds=None, features=None, method=None, **params):
     """The recipe of ``preset`` (None: the defaults) with explicit choices over it.
 
     Parameters
     ----------
     preset : {"speech", "music"} or None
+    median_seconds : float, optional
+        With no preset: the median duration of the training recordings, from which
+        :func:`default_preset` picks the base recipe (None: :data:`DEFAULT_RECIPE`). Ignored
+        with a preset.
     features : FeatureConfig, optional
         Replaces the preset's features whole.
     method : {"per-class", "ubm"}, optional
@@ -194,7 +191,8 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
 
     Notes
     -----
-    With no preset the base is :data:`DEFAULT_RECIPE`. A ``method`` other than the base's
+    With no preset the base is the recipe of ``default_preset(median_seconds)`` (its
+    ``name`` stays None: no preset was asked for). A ``method`` other than the base's
     starts from :data:`METHOD_DEFAULTS` for that method (a per-class mixture of 128 components
     would be a UBM's size); ``n_components="auto"`` with no preset and no method means
     ``"per-class"``, the method that chooses K.
@@ -205,7 +203,8 @@ def get_recipe(preset=None, *, features=None, method=None, **params):
         Unknown preset, method or parameter, or an invalid value.
     """
     if preset is None:
-        feature_preset, preset_method, preset_params = DEFAULT_RECIPE
+        feature_preset, preset_method, preset_params = (
+            DEFAULT_RECIPE if median_seconds is None else PRESETS[default_preset(median_seconds)])
         base = Recipe(FeatureConfig.preset(feature_preset), preset_method, dict(preset_params))
         if method is None and params.get("n_components") == "auto":
             method = "per-class"  # the only method that chooses K; the default's method was ours to pick

@@ -128,7 +128,8 @@ def test_class_with_only_corrupt_audio_is_an_error(runner, tone_corpus, tmp_path
 
 
 def test_too_few_frames_is_an_error(runner, tone_corpus, tmp_path):
-    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm"), "-k", "5000", "-q"])
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm"), "-k", "5000",
+                                  "--method", "per-class", "-q"])
     assert result.exit_code == 1
     assert "fewer than n_components=5000: add audio to it or lower n_components" in result.stderr
 

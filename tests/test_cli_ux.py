@@ -23,11 +23,11 @@ def runner():
 
 @pytest.fixture
 def trained(tone_corpus, tmp_path):
-    """A 2-component model of the tone corpus, trained through the API."""
+    """A 2-component per-class model of the tone corpus, trained through the API."""
     from audiogmm import pipeline
 
     path = tmp_path / "tones.agmm"
-    pipeline.train(tone_corpus / "train", n_components=2).save(path)
+    pipeline.train(tone_corpus / "train", preset="music", n_components=2).save(path)
     return path
 
 
@@ -108,7 +108,8 @@ def test_classifiers_report_em_iterations_and_classes_without_changing_the_model
 
 
 def test_train_and_cross_validation_show_stages_off_a_terminal(runner, tone_corpus, tmp_path):
-    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm"), "-k", "2"])
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm"), "-k", "2",
+                                  "--method", "per-class"])
     assert result.exit_code == 0, result.output
     err = result.stderr.splitlines()
     assert any(line.startswith("features: 12/12 (") for line in err)
@@ -134,7 +135,8 @@ def test_ctrl_c_exits_130_with_one_line(runner, tone_corpus, tmp_path, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "train", interrupted)
-    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm")])
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(tmp_path / "m.agmm"),
+                                  "--preset", "music"])
     assert result.exit_code == 130
     assert result.stderr.strip() == "Interrupted (Ctrl-C)."
     assert "Traceback" not in result.output

@@ -23,7 +23,9 @@ def test_train_predict_evaluate(tone_corpus, tmp_path):
     assert model.summary["classes"]["low"]["recordings"] == 4
     from audiogmm.recipes import get_recipe
 
-    assert model.feature_config == get_recipe().features  # the default recipe's features
+    # no preset: the default for recordings this short (0.5 s), the speech recipe's features
+    assert model.summary["default_choice"]["preset"] == "speech"
+    assert model.feature_config == get_recipe(median_seconds=0.5).features == get_recipe("speech").features
 
     preds, n_other = pipeline.predict(model, [tone_corpus / "test"], n_jobs=2)
     assert n_other == 0

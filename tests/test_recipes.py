@@ -1,5 +1,6 @@
 """Recipes: the no-preset default, presets as one object for CLI and API, and ``n_components="auto"``."""
 
+import json
 import subprocess
 import sys
 import warnings
@@ -15,8 +16,8 @@ from audiogmm.exceptions import ConvergenceWarning, ParameterError
 from audiogmm.features import FeatureConfig
 from audiogmm.mixture import DiagonalGMM
 from audiogmm.persistence import load_model
-from audiogmm.recipes import (DEFAULT_PARAMS, DEFAULT_RECIPE, HINT_MUSIC_SECONDS, PRESET_HELP, PRESETS, get_recipe,
-                              preset_hint)
+from audiogmm.recipes import (AUTO_MUSIC_SECONDS, DEFAULT_PARAMS, DEFAULT_RECIPE, PRESET_HELP, PRESETS, default_preset,
+                              get_recipe)
 from audiogmm.ubm import UBMClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # -- the default recipe and the presets --------------------------------------------------------
 def test_default_recipe_is_the_documented_one():
-    # README, "Accuracy": with no preset and no options a user gets DEFAULT_RECIPE_DOC below
+    # with no preset and nothing known of the data (no dataset) a user gets DEFAULT_RECIPE_DOC below
     r = get_recipe()
     assert r.name is None
     assert (r.method, r.params["n_components"], r.params["adapt"], r.params["relevance_factor"]) == \
@@ -82,17 +83,59 @@ def test_preset_is_the_same_model_in_cli_and_api(tone_corpus, tmp_path):
         np.testing.assert_array_equal(arrays_cli[name], arrays_api[name], err_msg=name)
 
 
-def test_preset_hint_only_for_the_untouched_default_on_the_other_kind_of_data():
-    default = get_recipe()
-    other = "music" if DEFAULT_RECIPE == PRESETS["speech"] else "speech"
-    seconds = {"music": 30.0, "speech": 0.5}
-    hint = preset_hint(default, seconds[other])
-    assert hint is not None and f"--preset {other}" in hint and f"median {seconds[other]:.1f} s" in hint
-    same = "speech" if other == "music" else "music"
-    assert preset_hint(default, seconds[same]) is None
-    assert preset_hint(get_recipe(same), seconds[other]) is None  # a preset was chosen
-    assert preset_hint(get_recipe(n_components=16), seconds[other]) is None  # options were chosen
-    assert (preset_hint(default, HINT_MUSIC_SECONDS) is None) == (other == "speech")
+def test_the_default_preset_follows_the_recordings_median_duration():
+    assert default_preset(None) == "music"  # nothing known: DEFAULT_RECIPE
+    assert PRESETS[default_preset(None)] == DEFAULT_RECIPE
+    assert default_preset(0.44) == default_preset(AUTO_MUSIC_SECONDS - 1e-6) == "speech"
+    assert default_preset(AUTO_MUSIC_SECONDS) == default_preset(222.0) == "music"
+    short = get_recipe(median_seconds=0.9)
+    assert short.name is None  # no preset was asked for
+    assert (short.features, short.method, dict(short.params)) == \
+        (get_recipe("speech").features, "ubm", dict(get_recipe("speech").params))
+    assert get_recipe(median_seconds=30.0) == get_recipe()
+    # explicit choices still apply over the chosen base, and a preset ignores the duration
+    assert get_recipe(median_seconds=0.9, n_components=64).params["n_components"] == 64
+    assert get_recipe(median_seconds=0.9, n_components="auto").method == "per-class"
+    assert get_recipe("music", median_seconds=0.9) == get_recipe("music")
+
+
+def test_no_preset_chooses_by_duration_the_same_in_cli_and_api(tone_corpus, tmp_path, write_wav):
+    from conftest import synth_tone
+
+    # short recordings (0.5 s): the speech recipe's features and UBM, K overridden in both
+    data = tone_corpus / "train"
+    api = pipeline.train(data, n_components=4, random_state=0, calibrate=False)
+    assert api.summary["preset"] is None
+    assert api.summary["default_choice"]["preset"] == "speech"
+    assert api.summary["default_choice"]["median_seconds"] == pytest.approx(0.5)
+    path = tmp_path / "cli.agmm"
+    proc = subprocess.run([sys.executable, "-m", "audiogmm", "train", str(data), "-k", "4", "--no-calibrate",
+                           "-o", str(path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "No --preset: the recordings are short, like speech (median 0.5 s" in proc.stderr
+    cli = load_model(path)
+    assert cli.summary["default_choice"] == api.summary["default_choice"]
+    assert cli.feature_config == api.feature_config == get_recipe("speech").features
+    assert type(cli.classifier) is type(api.classifier) is UBMClassifier
+    _, arrays_cli = cli.classifier.to_arrays()
+    _, arrays_api = api.classifier.to_arrays()
+    assert sorted(arrays_cli) == sorted(arrays_api)
+    for name in arrays_api:
+        np.testing.assert_array_equal(arrays_cli[name], arrays_api[name], err_msg=name)
+    # long recordings: the music recipe; a feature option still applies over the chosen base
+    for label, kind in (("a", "low"), ("b", "high")):
+        for i in range(2):
+            write_wav(f"long/{label}/{i}.wav", synth_tone(kind, seconds=AUTO_MUSIC_SECONDS + 2, seed=i))
+    long = pipeline.train(tmp_path / "long", n_components=2, feature_config=None, calibrate=False)
+    assert long.summary["default_choice"]["preset"] == "music"
+    assert long.feature_config == get_recipe("music").features
+    assert type(long.classifier) is GMMClassifier
+    proc = subprocess.run([sys.executable, "-m", "audiogmm", "features", str(tmp_path / "long"), "--cache",
+                           str(tmp_path / "store"), "--n-mfcc", "13", "-f", "json"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)["feature_config"]
+    assert (config["n_mfcc"], config["n_mels"], config["fmin"]) == (13, 128, 0.0)  # music base, option over it
 
 
 # -- n_components="auto" -----------------------------------------------------------------------
