@@ -1082,12 +1082,14 @@ Examples:
   audiogmm sort genres.agmm ~/Music/unsorted --into ~/Music/by-genre --dry-run
   audiogmm sort genres.agmm ~/Music/unsorted --into ~/Music/by-genre --min-confidence 0.6
   audiogmm sort genres.agmm ~/Music/unsorted --into /mnt/usb/by-genre --mode move
+  audiogmm sort genres.agmm ~/Music/unsorted --into ~/Music/by-genre --exclude 'podcasts/*'
+  audiogmm sort genres.agmm ~/Music/new-tracks.csv --into ~/Music/by-genre --mode move
 """
 
 
 @main.command(epilog=SORT_EPILOG)
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("music_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", metavar="SOURCE", type=click.Path(exists=True, path_type=Path))
 @click.option("--into", "into", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Destination: each track goes to INTO/<label>/ (uncertain ones to INTO/unknown/).")
 @click.option("--mode", type=click.Choice(["copy", "link", "move"]), default="copy", show_default=True,
@@ -1098,24 +1100,29 @@ Examples:
 @_format_option
 @_min_confidence_option
 @_excerpt_options
+@_filters
 @_cache_option
 @_common
 @_handle_errors
-def sort(model_path, music_dir, into, mode, dry_run, report, fmt, min_confidence, n_excerpts, excerpt_seconds,
-         cache_dir, jobs, quiet):
-    """Sort the audio under MUSIC_DIR into INTO/<label>/ folders; never loses or overwrites a file.
+def sort(model_path, source, into, mode, dry_run, report, fmt, min_confidence, n_excerpts, excerpt_seconds,
+         include, exclude, cache_dir, jobs, quiet):
+    """Sort the audio in SOURCE into INTO/<label>/ folders; never loses or overwrites a file.
 
-    Name collisions get a numbered suffix, copies are verified before a move deletes a source,
-    an interrupted run leaves no half-written file and a re-run resumes. Non-audio files and
-    unreadable tracks stay where they are and are listed in the report.
+    SOURCE is a music folder (searched recursively) or a manifest listing the tracks to sort
+    (.csv/.tsv/.txt with path and label columns, as for train; the labels are unused). Name
+    collisions get a numbered suffix, copies are verified before a move deletes a source, an
+    interrupted run leaves no half-written file and a re-run resumes. Non-audio files, unreadable
+    tracks and tracks left out by --include/--exclude stay where they are and are listed in the
+    report (for a folder: every file under it, once; for a manifest: every listed file, once).
     """
     from . import pipeline
 
     progress = _start(quiet)
     model = _load(model_path)
     entries, report_path = pipeline.sort_library(
-        model, music_dir, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
-        excerpts=(n_excerpts, excerpt_seconds), n_jobs=jobs, cache_dir=cache_dir, progress=progress,
+        model, source, into, mode=mode, dry_run=dry_run, min_confidence=min_confidence, report=report,
+        excerpts=(n_excerpts, excerpt_seconds), include=include, exclude=exclude, n_jobs=jobs,
+        cache_dir=cache_dir, progress=progress,
     )
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in entries], indent=2))

@@ -671,6 +671,46 @@ def _apply_confidence(preds, min_confidence):
 DEFAULT_EXCERPTS = (4, 30.0)
 
 
+def _kept(name, include, exclude):
+    """Whether a file named ``name`` (its path relative to its folder or manifest) passes the patterns."""
+    import fnmatch
+
+    return ((not include or any(fnmatch.fnmatchcase(name, g) for g in include))
+            and not any(fnmatch.fnmatchcase(name, g) for g in exclude))
+
+
+def _select(item, include, exclude):
+    """The files one path given names, split by the ``include``/``exclude`` glob patterns.
+
+    A manifest gives its recordings (labels unused; in its order, see
+    :func:`audiogmm.dataset.discover`), a folder its audio files (walked recursively), a file
+    itself. Patterns match each file's path relative to the folder or manifest (a file given by
+    itself: its path as given), as for training.
+
+    Returns
+    -------
+    kept, left_out : list of Path
+        The audio files the patterns keep and those they leave out.
+    other : list of Path
+        Non-audio files found in a folder (never matched: they are passed over either way).
+
+    Raises
+    ------
+    ParameterError
+        ``item`` does not exist, or a manifest is malformed.
+    """
+    item = Path(item)
+    if item.is_file() and item.suffix.lower() in _dataset.MANIFEST_SUFFIXES:
+        named, other = [(r.path, r.name) for r in _dataset.discover(item)], []
+    else:
+        audio, other = _dataset.find_audio([item], with_other=True)
+        named = [(f, f.relative_to(item).as_posix() if item.is_dir() else item.as_posix()) for f in audio]
+    kept, left_out = [], []
+    for f, name in named:
+        (kept if _kept(name, include, exclude) else left_out).append(f)
+    return kept, left_out, other
+
+
 def find_inputs(paths, *, include=(), exclude=()):
     """The audio files to classify in ``paths``: files, folders (walked recursively) and manifests.
 
@@ -691,20 +731,11 @@ def find_inputs(paths, *, include=(), exclude=()):
     ParameterError
         A path does not exist, a manifest is malformed, or the patterns leave nothing.
     """
-    import fnmatch
-
-    def kept(name):
-        return ((not include or any(fnmatch.fnmatchcase(name, g) for g in include))
-                and not any(fnmatch.fnmatchcase(name, g) for g in exclude))
-
     found, n_other = [], 0
-    for item in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
-        if item.is_file() and item.suffix.lower() in _dataset.MANIFEST_SUFFIXES:
-            found += [r.path for r in _dataset.discover(item, include=include, exclude=exclude)]
-            continue
-        audio, other = _dataset.find_audio([item])
-        n_other += other
-        found += [f for f in audio if kept(f.relative_to(item).as_posix() if item.is_dir() else item.as_posix())]
+    for item in [paths] if isinstance(paths, (str, Path)) else paths:
+        kept, _, other = _select(item, include, exclude)
+        found += kept
+        n_other += len(other)
     if (include or exclude) and not found:
         raise ParameterError("no audio file is left after --include/--exclude: check the patterns")
     return _dataset.find_audio(found)[0], n_other
@@ -1224,21 +1255,26 @@ def cross_validate(
     )
 
 
-def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_confidence=None, report=None,
-                 excerpts=DEFAULT_EXCERPTS, n_jobs=1, cache_dir=None, progress=None):
-    """Sort the audio under ``music_dir`` into ``into/<label>/`` (uncertain ones into ``into/unknown/``).
+def sort_library(model, source, into, *, mode="copy", dry_run=False, min_confidence=None, report=None,
+                 excerpts=DEFAULT_EXCERPTS, include=(), exclude=(), n_jobs=1, cache_dir=None, progress=None):
+    """Sort the audio under a folder, or listed in a manifest, into ``into/<label>/`` (uncertain: ``into/unknown/``).
 
-    Every file under ``music_dir`` appears exactly once in the returned entries (and in the
-    CSV report written to ``report`` or ``into/audiogmm-sort-report.csv``): audio files with
-    their label and what was done, unreadable ones and non-audio files as ``left``. See
-    :mod:`audiogmm.sorting` for the no-loss guarantees.
+    Every file under a ``source`` folder appears exactly once in the returned entries (and in
+    the CSV report written to ``report`` or ``into/audiogmm-sort-report.csv``): audio files with
+    their label and what was done; unreadable ones, non-audio files and audio files the
+    ``include``/``exclude`` patterns leave out (decision ``excluded``) as ``left``. A manifest's
+    recordings are sorted instead, each listed file once in the entries (one listed but missing
+    is ``unreadable``, left); other files beside them are neither touched nor listed. See
+    :mod:`audiogmm.sorting` for the no-loss guarantees, which hold for both.
 
     Parameters
     ----------
     model : TrainedModel
-    music_dir : str or Path
+    source : str or Path
+        The music folder (walked recursively), or a manifest (``.csv``/``.tsv``/``.txt``, read
+        by :func:`audiogmm.dataset.discover`; its labels are unused).
     into : str or Path
-        Must not be ``music_dir`` or inside it.
+        Must not be the folder or inside it; for a manifest, must hold none of its recordings.
     mode : {"copy", "link", "move"}, default="copy"
     dry_run : bool, default=False
         Decide and describe, but touch nothing.
@@ -1246,6 +1282,9 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     report : str or Path, optional
     excerpts : (int, float) or None, default=(4, 30.0)
         How long tracks are scored; see :func:`predict`.
+    include, exclude : sequence of str
+        Glob patterns on each file's path relative to the folder or manifest, as for
+        :func:`predict`: only the files they keep are sorted.
     n_jobs : int, default=1
     cache_dir : str or Path, optional
     progress : callable(stage, done, total), optional
@@ -1259,29 +1298,47 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
     Raises
     ------
     ParameterError
-        A bad option, or ``into`` is ``music_dir`` or inside it.
+        A bad option; ``source`` is neither a folder nor a manifest, or a manifest is malformed;
+        the patterns leave no audio file; ``into`` is the folder or inside it, or holds a
+        recording of the manifest.
     SortError
-        Before any work: a label folder would be or contain ``music_dir``, a label is not a safe
-        folder name, the destination is not writable, its journal holds a bad line, or (move) a
-        source could not be removed. During the run: the destination is full or over quota
-        (nothing half-written is left; the same call resumes).
+        Before any work: a label folder would be or contain the folder (or a listed recording's
+        folder), a label is not a safe folder name, the destination is not writable, its journal
+        holds a bad line, or (move) a source could not be removed. During the run: the
+        destination is full or over quota (nothing half-written is left; the same call resumes).
     """
-    from .sorting import Sorter, check_labels, check_locations, check_removable
+    from .sorting import Sorter, check_labels, check_listed_locations, check_locations, check_removable
 
     min_confidence = _check_confidence(min_confidence)
     excerpts = _check_excerpts(excerpts)
     _check_cache_dir(cache_dir)
-    music_dir, into = Path(music_dir), Path(into)
-    if not music_dir.is_dir():
-        raise ParameterError(f"MUSIC_DIR {str(music_dir)!r} is not a folder")
+    source, into = Path(source), Path(into)
+    if not source.exists():
+        raise ParameterError(f"SOURCE {str(source)!r} does not exist: give the music folder, or a manifest listing "
+                             "the recordings to sort")
+    listed = source.is_file() and source.suffix.lower() in _dataset.MANIFEST_SUFFIXES
+    if not (listed or source.is_dir()):
+        raise ParameterError(f"SOURCE {str(source)!r} is neither a folder nor a manifest (.csv, .tsv, .txt): give "
+                             "the music folder, or a manifest listing the recordings to sort")
     labels = check_labels(dict.fromkeys([*model.classes, "unknown"]))
-    check_locations(music_dir, into, labels)
-    sorter = Sorter(music_dir, into, mode=mode, dry_run=dry_run)
+    if not listed:
+        check_locations(source, into, labels)
+    audio, excluded, other = _select(source, include, exclude)
+    if (include or exclude) and not audio:
+        raise ParameterError(f"no audio file of {str(source)!r} is left after --include/--exclude: check the patterns")
+    if listed:  # a file listed twice is sorted once
+        audio = list(dict.fromkeys(Path(os.path.abspath(f)) for f in audio))
+        kept = set(audio)
+        excluded = [f for f in dict.fromkeys(Path(os.path.abspath(f)) for f in excluded) if f not in kept]
+        check_listed_locations(audio, into, labels)
+    sorter = Sorter(None if listed else source, into, mode=mode, dry_run=dry_run,
+                    sources=[*audio, *excluded] if listed else None)
     try:
         sorter.start()  # refuses an unwritable destination or a bad journal before any work
-        audio, other = _dataset.find_audio([music_dir], with_other=True)
-        if mode == "move":
-            check_removable(audio)  # before anything is placed, not after the first file
+        if listed:  # those an earlier run moved away: the report lists them from the journal
+            audio = [f for f in audio if not sorter.moved_earlier(f)]
+        if mode == "move":  # before anything is placed, not after the first file (a missing one stays missing)
+            check_removable([f for f in audio if os.path.lexists(f)])
         preds = _predict_paths(model, audio, n_jobs, progress, "classifying", cache_dir, excerpts)
         preds = _apply_confidence(preds, min_confidence)
         if progress:
@@ -1293,6 +1350,8 @@ def sort_library(model, music_dir, into, *, mode="copy", dry_run=False, min_conf
                 sorter.apply(p.path, p.label, p.confidence)
             if progress:
                 progress("sorting", i + 1, len(preds))
+        for f in excluded:
+            sorter.apply(f, "excluded", note="left out by --include/--exclude")
         for f in other:
             sorter.apply(f, "not-audio")
         entries = sorter.finish(report)

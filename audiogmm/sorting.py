@@ -30,8 +30,10 @@ Guarantees
   report of a resumed ``move`` lists every file moved before the interruption, including one
   whose *done* line the interruption cut off.
 - **Refused before any work**: a destination that is, lies inside, or (through a label's folder)
-  is or contains the music folder; labels that are not safe folder names; a ``move`` whose
-  sources cannot be removed (a folder that is not writable); a journal with a bad line.
+  is or contains the music folder (for a manifest's recordings: a destination that holds one of
+  them, or a label folder that is or contains one's folder; :func:`check_listed_locations`);
+  labels that are not safe folder names; a ``move`` whose sources cannot be removed (a folder
+  that is not writable); a journal with a bad line.
 - **A full disk or quota** (``ENOSPC``, ``EDQUOT``, ``EFBIG``) stops the run with a
   :class:`SortError`; nothing half-written is left under a final name and the journal stays
   consistent, so the same command run again resumes.
@@ -70,7 +72,7 @@ from .exceptions import AudiogmmError, ParameterError
 
 __all__ = [
     "SortError", "SortEntry", "MODES", "JOURNAL_NAME", "REPORT_FIELDS", "safe_folder_name", "check_labels",
-    "check_locations", "check_removable", "display_path", "place", "Sorter",
+    "check_locations", "check_listed_locations", "check_removable", "display_path", "place", "Sorter",
 ]
 
 MODES = ("copy", "link", "move")
@@ -78,6 +80,8 @@ _PART_PREFIX = ".audiogmm-part-"
 JOURNAL_NAME = ".audiogmm-sort-journal.tsv"
 REPORT_FIELDS = ("source", "decision", "confidence", "action", "destination", "note")
 _ACTIONS = ("copied", "linked", "moved", "already-there", "left", "failed")
+# decisions that leave the file where it is (any other decision is a label folder)
+_LEFT = ("unreadable", "not-audio", "excluded")
 # a full disk or quota, or a file larger than the destination takes: every later file would fail too
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _MAX_JOURNAL_LINE = 1 << 20
@@ -92,7 +96,7 @@ class SortEntry:
     """One line of the sort report: what was decided for ``source`` and what was done."""
 
     source: str
-    decision: str  # a label, "unknown", "unreadable" or "not-audio"
+    decision: str  # a label, "unknown", "unreadable", "not-audio" or "excluded" (by --include/--exclude)
     confidence: float | None = None
     action: str = ""  # copied, linked, moved, already-there, left, failed, missing, would-copy, ...
     destination: str = ""
@@ -182,6 +186,52 @@ def check_locations(source_dir, into, labels=()):
                 f"music folder {str(source_dir)!r}; files would be sorted in among their sources: "
                 "choose a destination apart from the music folder"
             )
+
+
+def check_listed_locations(files, into, labels=()):
+    """Refuse a destination that holds a recording to sort, or meets one's folder through a label.
+
+    The check of a sort whose sources are listed (a manifest's recordings) rather than found
+    under a folder (:func:`check_locations`): a destination *beside* the recordings, or inside
+    their folder, is fine, since only the listed files are sources.
+
+    Parameters
+    ----------
+    files : iterable of str or Path
+        The recordings to sort (they need not exist).
+    into : str or Path
+    labels : iterable of str
+        The folders that will be made in ``into``.
+
+    Raises
+    ------
+    ParameterError
+        A recording lies inside ``into``: a re-run would sort the sorted files again, and a copy
+        could be placed beside its own source.
+    SortError
+        A label's folder ``into/<label>`` is, or contains, a recording's folder (through a
+        link or a mount): files would be placed in among their sources.
+    """
+    folders = {}  # each recording's folder, once, with one of its recordings to name
+    for f in files:
+        folders.setdefault(Path(os.path.abspath(f)).parent, f)
+    for folder, f in folders.items():
+        if _inside_or_equal(folder, into):
+            raise ParameterError(
+                f"--into {str(into)!r} holds {display_path(f)!r}, a recording to sort: choose a folder that "
+                "holds none of them, or a re-run would sort the sorted files again"
+            )
+    for label in labels:
+        target = Path(into) / label
+        if not os.path.lexists(target):
+            continue  # made inside ``into``, which holds no recording (checked above)
+        for folder, f in folders.items():
+            if _inside_or_equal(folder, target):
+                raise SortError(
+                    f"--into {str(into)!r}: the folder for label {label!r}, {str(target)!r}, is or contains the "
+                    f"folder of {display_path(f)!r}, a recording to sort; files would be sorted in among their "
+                    "sources: choose a destination apart from the recordings"
+                )
 
 
 def check_removable(paths):
@@ -615,19 +665,35 @@ def _parse_line(raw, into):
 
 
 class Sorter:
-    """Carry out (or, with ``dry_run``, describe) a sort of ``source_dir`` into ``into``.
+    """Carry out (or, with ``dry_run``, describe) a sort of ``source_dir`` (or of ``sources``) into ``into``.
 
     Call :meth:`start`, then :meth:`apply` for each decided file, then :meth:`finish` to write
     the report (and :meth:`close` in any case). Every step is recorded in the journal
     ``into/.audiogmm-sort-journal.tsv`` (an *intent* line before a file is written under a name,
     a *done* line after), which is how a re-run recognises finished and half-finished work. See
     the module docstring.
+
+    Parameters
+    ----------
+    source_dir : str, Path or None
+        The folder sorted: the report also lists the files under it that an earlier run moved
+        away. None when ``sources`` is given.
+    into : str or Path
+    mode : {"copy", "link", "move"}, default="copy"
+    dry_run : bool, default=False
+    sources : iterable of str or Path, optional
+        The files sorted, when they are listed (a manifest's recordings) rather than found under
+        a folder: the report lists earlier-moved files only among these.
     """
 
-    def __init__(self, source_dir, into, *, mode="copy", dry_run=False):
+    def __init__(self, source_dir, into, *, mode="copy", dry_run=False, sources=None):
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.source_dir = Path(os.path.abspath(source_dir))
+        if (source_dir is None) == (sources is None):
+            raise ParameterError("give the Sorter exactly one of source_dir (a folder) and sources (listed files), "
+                                 f"got source_dir={source_dir!r} and sources={'None' if sources is None else '...'}")
+        self.source_dir = None if source_dir is None else Path(os.path.abspath(source_dir))
+        self.sources = None if sources is None else frozenset(os.path.abspath(f) for f in sources)
         self.into = Path(os.path.abspath(into))
         self.mode = mode
         self.dry_run = dry_run
@@ -694,7 +760,7 @@ class Sorter:
         """
         source = Path(os.path.abspath(source))
         entry = SortEntry(str(source), decision, confidence, note=note)
-        if decision in ("unreadable", "not-audio"):
+        if decision in _LEFT:
             entry.action = "left"
         elif self.mode == "move" and source.is_symlink():
             entry.action, entry.note = "left", "a symbolic link: not moved (its target may be elsewhere)"
@@ -729,8 +795,24 @@ class Sorter:
             raise self._error(exc, "the journal") from None
         return entry
 
+    def moved_earlier(self, source):
+        """Whether ``source`` is gone because an earlier run moved it (or was moving it when cut short).
+
+        :meth:`all_entries` lists such a source from the journal: it is not to be classified nor
+        :meth:`apply`-ed again (a listed recording that a resumed ``move`` no longer finds).
+        Needs :meth:`start` first.
+        """
+        source = os.path.abspath(source)
+        record = self._earlier.get(source)
+        return record is not None and record[0].action in ("moved", "move") and not os.path.lexists(source)
+
+    def _ours_to_list(self, src):
+        if self.sources is not None:
+            return src in self.sources
+        return self.source_dir in Path(src).parents
+
     def all_entries(self):
-        """This run's entries, plus files of ``source_dir`` that an earlier run moved away.
+        """This run's entries, plus files of ``source_dir`` (or of ``sources``) that an earlier run moved away.
 
         A source whose last record is a ``move`` intent and which is gone was moved by a run cut
         short before its *done* line: listed as moved if the journalled inode is at its
@@ -739,7 +821,7 @@ class Sorter:
         seen = {e.source for e in self.entries}
         earlier = []
         for src, (e, identity) in self._earlier.items():
-            if src in seen or os.path.lexists(src) or self.source_dir not in Path(src).parents:
+            if src in seen or not self.moved_earlier(src) or not self._ours_to_list(src):
                 continue
             if e.action == "moved":
                 earlier.append(e)

@@ -232,6 +232,23 @@ def test_predict_accepts_manifests_and_filters(runner, trained, tone_corpus):
     assert result.exit_code == 2 and "--include/--exclude" in result.stderr
 
 
+
+def test_sort_accepts_manifests_and_filters(runner, trained, tone_corpus, tmp_path):
+    text = runner.invoke(main, ["sort", "--help"]).output
+    assert "MODEL SOURCE" in text and "--include GLOB" in text and "--exclude GLOB" in text
+    assert "manifest" in text and ".csv --into" in text and "--exclude '" in text  # described, with examples
+    manifest = tone_corpus / "test.csv"
+    manifest.write_text("path,label\n" + "".join(f"test/{k}/{k}_{i}.wav,{k}\n" for k in ("low", "high")
+                                                 for i in range(2)))
+    result = runner.invoke(main, ["sort", str(trained), str(manifest), "--into", str(tmp_path / "out"),
+                                  "--include", "*/low/*", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted((r["source"].rsplit("/", 1)[1], r["decision"], r["action"]) for r in rows) == [
+        ("high_0.wav", "excluded", "left"), ("high_1.wav", "excluded", "left"),
+        ("low_0.wav", "low", "copied"), ("low_1.wav", "low", "copied")]
+    assert "4 files: 2 copied, 2 left" in result.stderr
+
 # -- 5. a model evaluated on clips of long recordings ------------------------------------------
 def test_evaluate_a_model_on_clips(runner, trained, tone_corpus, tmp_path, write_wav):
     import soundfile as sf

@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -324,3 +325,147 @@ def test_move_killed_after_copy_before_delete_resumes(model_path, tmp_path, monk
     assert contents(snapshot(lib)) + contents(snapshot(into, skip=REPORT_FILES)) == contents(before)
     assert not any(" (1)" in p for p in snapshot(into) if "song" not in p)  # no duplicate made by the resume
     assert sum(e.action == "moved" for e in entries) == 6
+
+
+# -- what is sorted: --include/--exclude on a folder, and a manifest's recordings ----------------
+def by_rel(entries, root):
+    return {Path(e["source"]).relative_to(root).as_posix(): e for e in entries}
+
+
+def sort_filtered(model_path, tmp_path, *extra):
+    """Sort a fresh library with ``extra`` options: still every file under it listed once."""
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    into = tmp_path / "out"
+    result = run_sort(model_path, lib, into, *extra)
+    assert result.exit_code == 0, result.output
+    entries = by_rel(json.loads(result.stdout), lib)
+    assert sorted(entries) == sorted(before)
+    report = (into / "audiogmm-sort-report.csv").read_text().splitlines()
+    assert len(report) == 1 + len(before)
+    return lib, before, into, entries
+
+
+def test_excluded_files_are_listed_and_left_in_place(model_path, tmp_path):
+    lib, before, into, entries = sort_filtered(model_path, tmp_path, "--mode", "move", "--exclude", "b/*")
+    for rel in ("b/song.wav", "b/broken.mp3"):  # audio the pattern leaves out: not even decoded
+        assert (entries[rel]["decision"], entries[rel]["action"], entries[rel]["destination"]) == \
+            ("excluded", "left", "")
+    assert entries["a/cover.jpg"]["decision"] == "not-audio"
+    assert {e["action"] for rel, e in entries.items() if not rel.startswith(("b/", "a/cover", "a/list"))} == \
+        {"moved", "left"}  # moved, and the symlink d/linked.flac left as always
+    after, dest = snapshot(lib), snapshot(into, skip=REPORT_FILES)
+    assert after["b/song.wav"] == before["b/song.wav"] and after["b/broken.mp3"] == before["b/broken.mp3"]
+    assert before["b/song.wav"][1] not in contents(dest)
+    assert contents(after) + contents(dest) == contents(before)
+
+
+def test_include_sorts_only_the_matching_files(model_path, tmp_path):
+    lib, before, into, entries = sort_filtered(model_path, tmp_path, "--include", "a/*", "--include", "*/deep/*")
+    placed = sorted(rel for rel, e in entries.items() if e["action"] == "copied")
+    assert placed == ["a/song.wav", "c/deep/song.wav"]
+    assert sorted(rel for rel, e in entries.items() if e["decision"] == "excluded") == \
+        ["b/broken.mp3", "b/song.wav", "c/tune.flac", "d/linked.flac", "d/stereo.wav", "e/song.wav"]
+    assert contents(snapshot(into, skip=REPORT_FILES)) == collections.Counter({before["a/song.wav"][1]: 2})
+    assert snapshot(lib) == before
+
+
+@pytest.mark.parametrize("source", ["folder", "manifest"])
+def test_patterns_that_leave_nothing_are_refused(model_path, tmp_path, source):
+    lib = make_library(tmp_path / "lib")
+    if source == "manifest":
+        (tmp_path / "list.csv").write_text("path,label\nlib/a/song.wav,x\n")
+        lib = tmp_path / "list.csv"
+    into = tmp_path / "out"
+    result = run_sort(model_path, lib, into, "--include", "nothing/*")
+    assert result.exit_code == 2
+    assert "is left after --include/--exclude" in result.stderr and str(lib) in result.stderr
+    assert not into.exists()  # refused before any work
+
+
+def write_manifest(path, rows):
+    path.write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    return path
+
+
+def test_manifest_sorts_exactly_the_listed_files(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    # relative to the manifest's folder, absolute, listed twice, left out by a pattern, missing
+    manifest = write_manifest(lib / "new.csv", [("a/song.wav", "x"), (str(lib / "c" / "tune.flac"), "y"),
+                                                ("a/song.wav", "z"), ("d/stereo.wav", "x"), ("gone.wav", "x")])
+    into = lib / "sorted"  # beside the recordings: only the listed files are sources
+    result = run_sort(model_path, manifest, into, "--exclude", "d/*")
+    assert result.exit_code == 0, result.output
+    assert "gone.wav" in result.stderr  # the skipped file is warned about, as any unreadable one
+    entries = by_rel(json.loads(result.stdout), lib)
+    assert sorted(entries) == ["a/song.wav", "c/tune.flac", "d/stereo.wav", "gone.wav"]  # each once
+    assert entries["a/song.wav"]["decision"] == "low" and entries["a/song.wav"]["action"] == "copied"
+    assert entries["c/tune.flac"]["decision"] == "noise" and entries["c/tune.flac"]["action"] == "copied"
+    assert (entries["d/stereo.wav"]["decision"], entries["d/stereo.wav"]["action"]) == ("excluded", "left")
+    assert (entries["gone.wav"]["decision"], entries["gone.wav"]["action"]) == ("unreadable", "left")
+    assert "not found" in entries["gone.wav"]["note"]
+    assert contents(snapshot(into, skip=REPORT_FILES)) == \
+        collections.Counter([before["a/song.wav"][1], before["c/tune.flac"][1]])
+    assert {rel: v for rel, v in snapshot(lib).items() if not rel.startswith("sorted/")} == \
+        {**before, "new.csv": snapshot(lib)["new.csv"]}  # nothing else in the folder touched
+    report = (into / "audiogmm-sort-report.csv").read_text().splitlines()
+    assert len(report) == 1 + 4
+    result = run_sort(model_path, manifest, into, "--exclude", "d/*")  # the folder is not refused on a re-run
+    assert result.exit_code == 0, result.output
+    assert {e["action"] for e in json.loads(result.stdout)} == {"already-there", "left"}
+
+
+def test_manifest_move_resumes_after_an_interruption(model_path, tmp_path, monkeypatch):
+    lib = make_library(tmp_path / "lib")
+    before = snapshot(lib)
+    listed = ["a/song.wav", "b/song.wav", "c/tune.flac", "d/stereo.wav"]
+    manifest = write_manifest(tmp_path / "list.tsv", [(f"lib/{rel}", "x") for rel in listed])
+    manifest.write_text(manifest.read_text().replace(",", "\t"))
+    into = tmp_path / "out"
+    model = pipeline_model(model_path)
+    real_place, calls = sorting.place, []
+
+    def place_then_die(*args, **kwargs):  # killed after placing the second file, before its done line
+        calls.append(args)
+        placed = real_place(*args, **kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return placed
+
+    monkeypatch.setattr(sorting, "place", place_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.sort_library(model, manifest, into, mode="move")
+    monkeypatch.undo()
+    assert sum(not (lib / rel).exists() for rel in listed) == 2
+    for _ in range(2):  # the resumed run, then a run after a finished one
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AudioSkippedWarning)  # moved files are not "unreadable"
+            entries, report = pipeline.sort_library(model, manifest, into, mode="move")
+        assert sorted(Path(e.source).relative_to(lib).as_posix() for e in entries) == listed
+        assert {e.action for e in entries} == {"moved"}
+        assert sum("interrupted run" in e.note for e in entries) == 1
+        assert len(report.read_text().splitlines()) == 1 + len(listed)
+        assert contents(snapshot(lib)) + contents(snapshot(into, skip=REPORT_FILES)) == contents(before)
+        assert all(not (lib / rel).exists() for rel in listed) and (lib / "e" / "song.wav").exists()
+
+
+def test_manifest_destination_holding_a_listed_file_is_refused(model_path, tmp_path):
+    lib = make_library(tmp_path / "lib")
+    manifest = write_manifest(tmp_path / "list.csv", [("lib/a/song.wav", "x"), ("lib/c/deep/song.wav", "x")])
+    before = snapshot(lib)
+    for into in (lib, lib / "c", lib / "a"):
+        result = run_sort(model_path, manifest, into, "--mode", "move")
+        assert result.exit_code == 2, result.output
+        assert "a recording to sort" in result.stderr and "song.wav" in result.stderr
+    # a label folder that is a recording's folder (through a link): refused too
+    into = tmp_path / "out"
+    into.mkdir()
+    os.symlink(lib / "a", into / "low")
+    result = run_sort(model_path, manifest, into, "--mode", "move")
+    assert result.exit_code == 1
+    assert "the folder for label 'low'" in result.stderr and "a recording to sort" in result.stderr
+    assert snapshot(lib) == before
+    assert sorted(p.name for p in into.iterdir()) == ["low"]  # no journal, no report: refused before any work
+    with pytest.raises(ParameterError, match="exactly one of source_dir"):
+        sorting.Sorter(None, into)
