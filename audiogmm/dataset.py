@@ -40,7 +40,7 @@ from pathlib import Path
 from .audio import display_path, is_audio_path
 from .exceptions import DatasetWarning, ParameterError, TrainingError
 
-__all__ = ["Recording", "discover", "find_audio", "read_manifest", "display_path", "MANIFEST_SUFFIXES",
+__all__ = ["Recording", "discover", "find_audio", "kept", "read_manifest", "display_path", "MANIFEST_SUFFIXES",
            "MAX_MANIFEST_LINE"]
 
 #: Endings of files read as manifests.
@@ -107,6 +107,18 @@ def _matches(name, patterns):
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def kept(name, include=(), exclude=()):
+    """Whether a recording named ``name`` (its path relative to its folder or manifest) passes
+    ``--include`` (any pattern, when given) and ``--exclude`` (none): the one rule of every command.
+
+    Examples
+    --------
+    >>> kept("rock/a.wav", include=["rock/*"]), kept("rock/a_1.wav", exclude=["*_1.wav"])
+    (True, False)
+    """
+    return (not include or _matches(name, include)) and not _matches(name, exclude)
+
+
 def discover(source, *, include=(), exclude=()):
     """List the labelled recordings of a dataset folder or manifest.
 
@@ -157,10 +169,7 @@ def discover(source, *, include=(), exclude=()):
         )
     if not rows:
         raise ParameterError(f"{kind} holds no labelled audio file: {hint}")
-    if include:
-        rows = [r for r in rows if _matches(r.name, include)]
-    if exclude:
-        rows = [r for r in rows if not _matches(r.name, exclude)]
+    rows = [r for r in rows if kept(r.name, include, exclude)]
     if not rows:
         raise ParameterError(f"no recording of {kind} is left after --include/--exclude: check the patterns")
     return sorted(rows, key=lambda r: (r.label, r.name))

@@ -671,14 +671,6 @@ def _apply_confidence(preds, min_confidence):
 DEFAULT_EXCERPTS = (4, 30.0)
 
 
-def _kept(name, include, exclude):
-    """Whether a file named ``name`` (its path relative to its folder or manifest) passes the patterns."""
-    import fnmatch
-
-    return ((not include or any(fnmatch.fnmatchcase(name, g) for g in include))
-            and not any(fnmatch.fnmatchcase(name, g) for g in exclude))
-
-
 def _select(item, include, exclude):
     """The files one path given names, split by the ``include``/``exclude`` glob patterns.
 
@@ -707,7 +699,7 @@ def _select(item, include, exclude):
         named = [(f, f.relative_to(item).as_posix() if item.is_dir() else item.as_posix()) for f in audio]
     kept, left_out = [], []
     for f, name in named:
-        (kept if _kept(name, include, exclude) else left_out).append(f)
+        (kept if _dataset.kept(name, include, exclude) else left_out).append(f)
     return kept, left_out, other
 
 

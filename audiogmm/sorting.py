@@ -110,14 +110,22 @@ class SortEntry:
 def check_labels(labels):
     """Refuse labels that cannot each be one safe folder name (see :func:`audiogmm._files.check_class_names`).
 
+    Also refuse the decisions sort gives files it leaves in place (``unreadable``, ``not-audio``,
+    ``excluded``): a class of that name could not be told from them.
+
     Raises
     ------
     SortError
     """
     try:
-        return check_class_names(labels, what="label")
+        labels = check_class_names(labels, what="label")
     except ParameterError as exc:
         raise SortError(f"{exc} (labels come from the model file: retrain with other class names)") from None
+    reserved = [lab for lab in labels if lab in _LEFT]
+    if reserved:  # the report's decision column would not tell the class from the reason a file was left
+        raise SortError(f"the model has class(es) {', '.join(map(repr, reserved))}, a name sort uses for files it "
+                        f"leaves in place ({', '.join(_LEFT)}): retrain with other class names")
+    return labels
 
 
 def safe_folder_name(label):

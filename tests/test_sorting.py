@@ -293,6 +293,14 @@ def test_labels_equal_under_case_folding_are_refused():
     assert check_class_names(["rock", "jazz"]) == ["rock", "jazz"]
 
 
+@pytest.mark.parametrize("name", ["unreadable", "not-audio", "excluded"])
+def test_a_class_named_like_a_left_file_decision_is_refused(name):
+    # the report's decision column could not tell such a class from a file left in place
+    with pytest.raises(sorting.SortError, match=f"class\\(es\\) '{name}'.*retrain with other class names"):
+        sorting.check_labels(["rock", name])
+    assert sorting.check_labels(["rock", "unknown-ish"]) == ["rock", "unknown-ish"]
+
+
 def test_move_killed_after_copy_before_delete_resumes(model_path, tmp_path, monkeypatch):
     """Cross-filesystem move killed between placing the verified copy and deleting the source."""
     lib = make_library(tmp_path / "lib")
