@@ -23,7 +23,8 @@ speech         the speech preset: UBM of 128 components, means+weights MAP, spee
 music          the music preset: per-class K=32, 128 mels from 0 Hz
 ubm-music      UBM of 128, means+weights, on the music preset's features (128 mels from 0 Hz)
 k32-speech     per-class K=32 on the speech features
-default        ``get_recipe()``: whatever the no-preset default is now
+default        the no-preset default: the preset chosen from the protocol's training recordings
+               (``pipeline.default_choice``, ``get_recipe(median_seconds=...)``)
 ============== ===============================================================================
 
 ``--auto-k`` measures ``n_components="auto"`` instead: per protocol (its preset's features,
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import accuracy  # noqa: E402  (the protocols and their runners; not edited here)
-from audiogmm import classifier, evaluation  # noqa: E402
+from audiogmm import classifier, evaluation, pipeline  # noqa: E402
 from audiogmm.exceptions import ConvergenceWarning  # noqa: E402
 from audiogmm.features import FeatureConfig  # noqa: E402
 from audiogmm.recipes import Recipe, get_recipe  # noqa: E402
@@ -95,8 +96,11 @@ def run(names, cands, *, n_jobs, cache_dir, cv, log=None):
             continue
         rows, file_splits, groups, clip = make_rows()
         results[name] = {}
+        choice = pipeline.default_choice(accuracy.train_rows(rows, file_splits))
+        seconds = choice["median_seconds"]
         for cand in cands:
-            recipe = recipes[cand]
+            # "default": what `audiogmm train DATA` with no options trains on these training recordings
+            recipe = get_recipe(median_seconds=seconds) if cand == "default" else recipes[cand]
             key = (corpus, recipe.features, clip)
             if key not in features_memo:
                 features_memo.clear()  # one corpus' features at a time in memory
@@ -113,6 +117,8 @@ def run(names, cands, *, n_jobs, cache_dir, cv, log=None):
                 t0 = time.perf_counter()
                 cell["cv"] = _accuracy(Xt, yt, evaluation.kfold_splits(yt, gt, 5, random_state=0), recipe, n_jobs)
                 cell["cv_seconds"] = round(time.perf_counter() - t0, 1)
+            if cand == "default":
+                cell["chosen"] = {"preset": choice["preset"], "median_seconds": round(seconds, 2)}
             results[name][cand] = cell
             line = json.dumps({"protocol": name, "candidate": cand, **cell})
             print(line, file=sys.stderr, flush=True)

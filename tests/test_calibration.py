@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from audiogmm import pipeline
+from audiogmm import evaluation, pipeline
 from audiogmm.calibration import SoftmaxCalibrator, TemperatureCalibrator, calibrator_from_state
 from audiogmm.classifier import GMMClassifier
 from audiogmm.exceptions import ParameterError
@@ -206,11 +206,30 @@ def test_train_groups_the_calibration_folds(tone_corpus):
     assert model.summary["calibration"]["n_splits"] == 2
     with pytest.raises(ParameterError, match="does not match"):
         pipeline.train(tone_corpus / "train", group_by=r"nothing-like-this", **kw)
-    # classes in one group each stay whole: held out, they are not scored (no model of them)
-    model = pipeline.train(tone_corpus / "train", group_by=r"^(low|noise|high/high_[01]|high/high_[23])", **kw)
+    # classes in one group each are never held out: every fold trains on all of them, so each
+    # held-out recording is scored against every class (no -inf column), as at prediction
+    seen = []
+    real = evaluation.out_of_fold_scores
+
+    def spy(features, labels, splits, make, **kwargs):
+        seen.extend(splits)
+        out = real(features, labels, splits, make, **kwargs)
+        seen.append(out)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "out_of_fold_scores", spy)
+        model = pipeline.train(tone_corpus / "train", group_by=r"^(low|noise|high/high_[01]|high/high_[23])", **kw)
     info = model.summary["calibration"]
     assert info["kind"] == "temperature" and info["single_group_classes"] == ["low", "noise"]
     assert info["n_held_out"] == 4  # the high recordings only
+    *splits, oof = seen
+    labels = np.array([p.parent.name for p in sorted((tone_corpus / "train").glob("*/*.wav"))])
+    held = np.concatenate([te for _, te in splits])
+    assert sorted(held) == list(np.flatnonzero(labels == "high"))  # only high is held out, each once
+    for tr, te in splits:
+        assert set(np.flatnonzero(labels != "high")) <= set(tr)  # low and noise train every fold
+    assert np.all(np.isfinite(oof["scores"][held]))  # scored by models of all three classes
     # one group per class: nothing can be held out, the softmax is kept and the summary says why
     model = pipeline.train(tone_corpus / "train", group_by=r"^([a-z]+)/", **kw)
     assert isinstance(model.classifier.calibrator_, SoftmaxCalibrator)
