@@ -272,7 +272,8 @@ def default_choice(dataset, *, include=(), exclude=(), max_files=DEFAULT_CHOICE_
         kind = "short, like speech" if preset == "speech" else "long, like music"
         rule = (f"the recordings are {kind} (median {median:.1f} s; the threshold is "
                 f"{_recipes.AUTO_MUSIC_SECONDS:g} s): the {preset} recipe")
-    return {"preset": preset, "median_seconds": median, "n_measured": len(seconds), "rule": rule}
+    return {"preset": preset, "median_seconds": None if median is None else round(median, 3),
+            "n_measured": len(seconds), "rule": rule}
 
 
 def _resolve_recipe(recipe, preset, feature_config, params):
