@@ -494,6 +494,9 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
     if choice is not None:  # the recipe came chosen from here: say so in the model, as train() does
         model.summary["default_choice"] = choice
     model.save(output)
+    note = _calibration_note(model.summary.get("calibration"), len(model.classes))
+    if note:
+        progress.write(f"Note: {note}")
     s = model.summary
     if fmt == "json":
         click.echo(json.dumps({"model": str(output), "classes": model.classes, "training": s}, indent=2, default=str))
@@ -503,6 +506,23 @@ def train(data, output, method, n_components, max_iter, tol, reg_covar, n_init, 
         click.echo(f"Trained {len(model.classes)} classes on {s['n_recordings']} recordings "
                    f"({s['n_skipped']} skipped) -> {output}")
         click.echo(_class_table(model))
+
+
+#: Fewer held-out recordings per class than this and ``train`` says the calibration is rough.
+FEW_HELD_OUT_PER_CLASS = 10
+
+
+def _calibration_note(info, n_classes):
+    """A sentence when the calibration rests on few held-out recordings, else None."""
+    if not isinstance(info, dict) or info.get("kind") != "temperature":
+        return None
+    n = int(info.get("n_held_out") or 0)
+    if n >= FEW_HELD_OUT_PER_CLASS * n_classes:
+        return None
+    return (f"the probabilities were calibrated on only {n} held-out recording(s) for {n_classes} classes "
+            f"(fewer than {FEW_HELD_OUT_PER_CLASS} a class): confidences are rough. Check them on labelled "
+            f"recordings the model has not seen ('audiogmm evaluate MODEL DATA' prints a coverage table) before "
+            f"choosing --min-confidence.")
 
 
 _CLASS_COLUMNS = ["class", "recordings", "frames", "components", "converged", "iterations", "mean log-lik"]
@@ -1001,6 +1021,16 @@ def info(model_path, fmt):
         click.echo(f"training     {s.get('n_recordings')} recordings from {s.get('dataset')}, "
                    f"{s.get('n_skipped')} skipped, seed {s.get('random_state')}, "
                    f"features {s.get('feature_seconds')} s, EM {s.get('fit_seconds')} s")
+        cal = s.get("calibration")
+        if isinstance(cal, dict) and cal.get("kind") == "temperature":
+            click.echo(f"calibration  temperature scale {cal.get('scale', float('nan')):.3g}, length exponent "
+                       f"{cal.get('length_exponent', float('nan')):.2f}, fitted on {cal.get('n_held_out')} held-out "
+                       f"recordings ({cal.get('n_splits')} grouped folds)")
+            note = _calibration_note(cal, len(model.classes))
+            if note:
+                click.echo(f"             note: {note}")
+        elif isinstance(cal, dict) and cal.get("kind") == "softmax":
+            click.echo(f"calibration  none (softmax): {cal.get('reason', 'not fitted')}")
         choice = s.get("default_choice")
         if s.get("preset"):
             click.echo(f"preset       {s['preset']}")

@@ -375,3 +375,23 @@ def test_packaging_metadata_and_one_version_source(runner):
         assert path in manifest and (root / path).is_file()
     for folder in ("tests", "bench"):
         assert f"recursive-include {folder} *.py" in manifest
+
+
+# -- 7. a calibration on few held-out recordings is said to be rough -----------------------------
+def test_calibration_on_few_held_out_recordings_is_flagged(runner, tone_corpus, tmp_path):
+    from audiogmm.cli import FEW_HELD_OUT_PER_CLASS, _calibration_note
+
+    path = tmp_path / "m.agmm"
+    result = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(path), "-k", "2",
+                                  "--preset", "music"])
+    assert result.exit_code == 0, result.output
+    assert "Note: the probabilities were calibrated on only 12 held-out recording(s) for 3 classes" in result.stderr
+    info = runner.invoke(main, ["info", str(path)]).stdout
+    assert "fitted on 12 held-out recordings" in info and "confidences are rough" in info
+    enough = {"kind": "temperature", "n_held_out": FEW_HELD_OUT_PER_CLASS * 3}
+    assert _calibration_note(enough, 3) is None
+    assert _calibration_note({**enough, "n_held_out": enough["n_held_out"] - 1}, 3) is not None
+    assert _calibration_note({"kind": "softmax", "reason": "calibrate=False"}, 3) is None
+    quiet = runner.invoke(main, ["train", str(tone_corpus / "train"), "-o", str(path), "-k", "2",
+                                 "--preset", "music", "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
