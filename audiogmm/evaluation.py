@@ -493,16 +493,22 @@ def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces
         cols = np.searchsorted(classes, np.asarray(clf.classes_).astype(str))
         # one recording at a time, as predict scores them: the same numbers whether the recordings
         # are arrays or entries of a feature store (out-of-core training reads each one only here)
-        scores[np.ix_(te, cols)] = np.vstack([clf.score_recordings([_frames_of(features[i])]) for i in te])
-        if with_pieces:
-            for i in te:
-                means, lengths = _pieces(clf.score_frames(_frames_of(features[i])))
-                for m, n in zip(means, lengths):
-                    row = np.full(classes.size, np.nan)
-                    row[cols] = m
-                    p_scores.append(row)
-                    p_index.append(i)
-                    p_n.append(n)
+        for i in te:
+            frames = _frames_of(features[i])
+            if not with_pieces:
+                scores[i, cols] = clf.score_recordings([frames])[0]
+                continue
+            # frames scored once for the whole and its pieces: score_recordings of one recording
+            # is the mean of score_frames over it (mean_per_recording), the same numbers
+            ll = clf.score_frames(frames)
+            scores[i, cols] = np.add.reduceat(ll, [0], axis=0)[0] / ll.shape[0]
+            means, lengths = _pieces(ll)
+            for m, n in zip(means, lengths):
+                row = np.full(classes.size, np.nan)
+                row[cols] = m
+                p_scores.append(row)
+                p_index.append(i)
+                p_n.append(n)
         if progress:
             progress("calibration", f + 1, len(splits))
     out = {"classes": [str(c) for c in classes], "scores": scores,

@@ -267,3 +267,22 @@ def test_cross_validate_reports_calibration(tone_corpus):
                                     n_components=1, random_state=0, calibrate=False)
     assert plain.calibration["ece"] == pytest.approx(plain.calibration["softmax"]["ece"])
     assert plain.y_pred == ev.y_pred
+
+
+@pytest.mark.parametrize("make", [lambda: GMMClassifier(3, random_state=0),
+                                  lambda: UBMClassifier(8, random_state=0, adapt="means,weights")],
+                         ids=["per-class", "ubm"])
+def test_out_of_fold_scores_with_pieces_are_the_scores_predict_gives(rng, make):
+    # with pieces each held-out recording's frames are scored once; the whole-recording scores
+    # must still be exactly score_recordings' (what predict prints), long and one-frame ones too
+    lengths = [1, 5, 37, 240, 1200] * 4
+    X = [(rng.normal(size=(n, 4)) + (i % 2)).astype(np.float32) for i, n in enumerate(lengths)]
+    y = np.array(["a", "b"] * 10)
+    splits = evaluation.kfold_splits(y, np.arange(20).astype(str), 2, random_state=0)
+    plain = evaluation.out_of_fold_scores(X, y, splits, make)
+    both = evaluation.out_of_fold_scores(X, y, splits, make, with_pieces=True)
+    np.testing.assert_array_equal(both["scores"], plain["scores"])
+    for tr, te in splits:
+        clf = make().fit([X[i] for i in tr], y[tr])
+        np.testing.assert_array_equal(both["scores"][te], np.vstack([clf.score_recordings([X[i]]) for i in te]))
+    assert both["piece_scores"].shape[0] > 0
