@@ -715,14 +715,15 @@ def find_inputs(paths, *, include=(), exclude=()):
     Returns
     -------
     audio : list of Path
-        Without duplicates, in the order given.
+        Without duplicates, in the order given; a missing file a manifest lists is kept (its
+        prediction reports it unreadable).
     n_other : int
         Non-audio files found in the folders and passed over.
 
     Raises
     ------
     ParameterError
-        A path does not exist, a manifest is malformed, or the patterns leave nothing.
+        A path given does not exist, a manifest is malformed, or the patterns leave nothing.
     """
     found, n_other = [], 0
     for item in [paths] if isinstance(paths, (str, Path)) else paths:
@@ -731,7 +732,16 @@ def find_inputs(paths, *, include=(), exclude=()):
         n_other += len(other)
     if (include or exclude) and not found:
         raise ParameterError("no audio file is left after --include/--exclude: check the patterns")
-    return _dataset.find_audio(found)[0], n_other
+    # Without duplicates. A file a manifest lists but that is missing stays in: it is reported
+    # as unreadable ("file not found") in its row, as training skips and reports it, instead of
+    # stopping the whole run.
+    unique, seen = [], set()
+    for f in found:
+        key = os.path.abspath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(Path(f))
+    return unique, n_other
 
 
 def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, include=(), exclude=(), n_jobs=1,

@@ -230,6 +230,14 @@ def test_predict_accepts_manifests_and_filters(runner, trained, tone_corpus):
     assert sorted(r["label"] for r in rows) == ["high", "low"]
     result = runner.invoke(main, ["predict", str(trained), str(test_dir), "--include", "nothing*"])
     assert result.exit_code == 2 and "--include/--exclude" in result.stderr
+    # a listed file that is missing is reported in its row (as training skips it), not fatal
+    manifest.write_text("path,label\ntest/low/low_0.wav,low\ntest/low/gone.wav,low\n")
+    result = runner.invoke(main, ["predict", str(trained), str(manifest), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["summary"]["unreadable"] == 1 and out["summary"]["predicted"] == 1
+    gone = [p for p in out["predictions"] if p["path"].endswith("gone.wav")]
+    assert len(gone) == 1 and "file not found" in gone[0]["error"]
 
 
 
