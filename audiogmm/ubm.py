@@ -59,7 +59,6 @@ import math
 import numbers
 
 import numpy as np
-from scipy.special import logsumexp
 
 from ._validation import check_real
 from .classifier import (BaseGMMClassifier, class_source, em_progress, end_em_progress, fitted_gmm, mean_score,
@@ -154,6 +153,19 @@ def balanced_indices(sizes, max_frames=None, random_state=None):
     return np.concatenate(parts)
 
 
+def _logsumexp_rows(a):
+    """``log(sum(exp(a), axis=1))`` of a 2-D array, shifted by each row's max.
+
+    scipy's ``logsumexp`` does the same with more care (and checks) at about ten times the
+    cost on the small (frames, top-C) blocks scored here once per class; the results agree to
+    about 1e-13 relative. A row of ``-inf`` gives ``-inf``.
+    """
+    m = a.max(axis=1)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):  # log(0) = -inf for a row of -inf, as scipy gives
+        return m + np.log(np.exp(a - m[:, None]).sum(axis=1))
+
+
 def _frame_llr(Xb, ubm, models, top_c):
     """Per-frame LLR of every class, (n, n_classes) float64.
 
@@ -162,7 +174,7 @@ def _frame_llr(Xb, ubm, models, top_c):
     """
     Xb = np.asarray(Xb, dtype=np.float64)
     L = _log_joint(Xb, *ubm)
-    ubm_ll = logsumexp(L, axis=1)
+    ubm_ll = _logsumexp_rows(L)
     log_const, means, prec = models
     n_classes, k = log_const.shape
     n = Xb.shape[0]
@@ -173,7 +185,7 @@ def _frame_llr(Xb, ubm, models, top_c):
             lj = Xb @ (means[c] * p).T
             lj -= 0.5 * (Xb * Xb) @ p.T
             lj += log_const[c] - 0.5 * (means[c] * means[c] * p).sum(axis=1)
-            out[:, c] = logsumexp(lj, axis=1)
+            out[:, c] = _logsumexp_rows(lj)
         out -= ubm_ll[:, None]
         return out
     idx = np.argpartition(L, k - top_c, axis=1)[:, k - top_c:]
@@ -185,7 +197,7 @@ def _frame_llr(Xb, ubm, models, top_c):
         diff *= diff
         q = np.einsum("ncd,ncd->nc", diff, P if shared_prec else prec[c][idx])
         lj = log_const[c][idx] - 0.5 * q
-        out[:, c] = logsumexp(lj, axis=1)
+        out[:, c] = _logsumexp_rows(lj)
     out -= ubm_ll[:, None]
     return out
 

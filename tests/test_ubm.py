@@ -210,3 +210,30 @@ def test_per_class_files_without_method_still_load(tmp_path, rng):
     arrays["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(open(tmp_path / "old.agmm", "wb"), **arrays)
     assert isinstance(load_model(tmp_path / "old.agmm").classifier, GMMClassifier)
+
+
+def test_row_logsumexp_agrees_with_scipy():
+    from audiogmm.ubm import _logsumexp_rows
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 5)) * 40 - 300
+    a[0] = -np.inf
+    a[1, :4] = -np.inf
+    np.testing.assert_allclose(_logsumexp_rows(a)[1:], logsumexp(a, axis=1)[1:], rtol=1e-12)
+    assert _logsumexp_rows(a)[0] == -np.inf and logsumexp(a[:1], axis=1)[0] == -np.inf
+    assert _logsumexp_rows(a)[1] == a[1, 4]
+
+
+def test_ubm_scores_match_scipy_logsumexp_scoring(rng):
+    # the frame LLRs equal those computed with scipy's logsumexp, to rounding, top-C and exact
+    from audiogmm import ubm as ubm_module
+
+    X = [rng.normal(size=(200, 4)) + (i % 3) for i in range(9)]
+    y = [str(i % 3) for i in range(9)]
+    for top_c in (3, None):
+        clf = UBMClassifier(8, top_c=top_c, random_state=0).fit(X, y)
+        fast = clf.score_frames(X[0])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ubm_module, "_logsumexp_rows", lambda a: logsumexp(a, axis=1))
+            slow = clf.score_frames(X[0])
+        np.testing.assert_allclose(fast, slow, rtol=1e-11, atol=1e-12)
