@@ -294,6 +294,30 @@ class BaseGMMClassifier(ParamsMixin):
         recordings, _ = self._check_recordings(X)
         return mean_per_recording(recordings, self.score_frames, len(self.gmms_))
 
+    def score_recording_frames(self, X):
+        """One recording's scores and those of each of its frames, from one scoring pass.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_frames, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_classes,)
+            Exactly ``score_recordings([X])[0]``.
+        frame_scores : ndarray of shape (n_frames, n_classes)
+            ``score_frames(X)``, whose mean ``scores`` is.
+        """
+        (recording,), _ = self._check_recordings([X])
+        frames = []
+
+        def score(block):  # mean_per_recording scores a single recording in one call
+            frames.append(self.score_frames(block))
+            return frames[-1]
+
+        scores = mean_per_recording([recording], score, len(self.gmms_))[0]
+        return scores, frames[0]
+
     def joint_scores(self, X):
         """Scores plus log priors, shape (n_recordings, n_classes); argmax gives the label.
 

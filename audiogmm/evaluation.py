@@ -498,10 +498,8 @@ def out_of_fold_scores(features, labels, splits, make_classifier, *, with_pieces
             if not with_pieces:
                 scores[i, cols] = clf.score_recordings([frames])[0]
                 continue
-            # frames scored once for the whole and its pieces: score_recordings of one recording
-            # is the mean of score_frames over it (mean_per_recording), the same numbers
-            ll = clf.score_frames(frames)
-            scores[i, cols] = np.add.reduceat(ll, [0], axis=0)[0] / ll.shape[0]
+            # frames scored once for the whole (the numbers score_recordings gives) and its pieces
+            scores[i, cols], ll = clf.score_recording_frames(frames)
             means, lengths = _pieces(ll)
             for m, n in zip(means, lengths):
                 row = np.full(classes.size, np.nan)

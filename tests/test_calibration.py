@@ -285,4 +285,7 @@ def test_out_of_fold_scores_with_pieces_are_the_scores_predict_gives(rng, make):
     for tr, te in splits:
         clf = make().fit([X[i] for i in tr], y[tr])
         np.testing.assert_array_equal(both["scores"][te], np.vstack([clf.score_recordings([X[i]]) for i in te]))
+        whole, frames = clf.score_recording_frames(X[te[0]])
+        np.testing.assert_array_equal(whole, clf.score_recordings([X[te[0]]])[0])
+        np.testing.assert_array_equal(frames, clf.score_frames(X[te[0]]))
     assert both["piece_scores"].shape[0] > 0
