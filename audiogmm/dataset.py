@@ -40,7 +40,7 @@ from pathlib import Path
 from .audio import display_path, is_audio_path
 from .exceptions import DatasetWarning, ParameterError, TrainingError
 
-__all__ = ["Recording", "discover", "find_audio", "kept", "read_manifest", "display_path", "MANIFEST_SUFFIXES",
+__all__ = ["Recording", "discover", "find_audio", "kept", "unique_paths", "read_manifest", "display_path", "MANIFEST_SUFFIXES",
            "MAX_MANIFEST_LINE"]
 
 #: Endings of files read as manifests.
@@ -337,6 +337,23 @@ def read_manifest(path):
     return rows, columns, cells
 
 
+def unique_paths(paths):
+    """``paths`` without repeats of the same file (by absolute path), in their first order.
+
+    Examples
+    --------
+    >>> unique_paths(["a.wav", "./a.wav", "b.wav"])
+    [PosixPath('a.wav'), PosixPath('b.wav')]
+    """
+    out, seen = [], set()
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(p))
+    return out
+
+
 def find_audio(paths, *, with_other=False):
     """Expand files and folders into the audio files to classify.
 
@@ -365,7 +382,7 @@ def find_audio(paths, *, with_other=False):
     ParameterError
         A path does not exist.
     """
-    audio, other, seen = [], [], set()
+    audio, other = [], []
     for p in map(Path, paths):
         if not p.exists():
             raise ParameterError(f"path {str(p)!r} does not exist")
@@ -377,9 +394,5 @@ def find_audio(paths, *, with_other=False):
             for folder, why in unreadable:
                 warnings.warn(f"passed over folder {display_path(folder)!r}: it cannot be read ({why})",
                               DatasetWarning, stacklevel=2)
-        for f in found:
-            key = os.path.abspath(f)
-            if key not in seen:
-                seen.add(key)
-                audio.append(f)
-    return audio, (other if with_other else len(other))
+        audio += found
+    return unique_paths(audio), (other if with_other else len(other))

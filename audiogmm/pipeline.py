@@ -732,16 +732,9 @@ def find_inputs(paths, *, include=(), exclude=()):
         n_other += len(other)
     if (include or exclude) and not found:
         raise ParameterError("no audio file is left after --include/--exclude: check the patterns")
-    # Without duplicates. A file a manifest lists but that is missing stays in: it is reported
-    # as unreadable ("file not found") in its row, as training skips and reports it, instead of
-    # stopping the whole run.
-    unique, seen = [], set()
-    for f in found:
-        key = os.path.abspath(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(Path(f))
-    return unique, n_other
+    # A file a manifest lists but that is missing stays in: it is reported as unreadable ("file
+    # not found") in its row, as training skips and reports it, instead of stopping the run.
+    return _dataset.unique_paths(found), n_other
 
 
 def predict(model, paths, *, min_confidence=None, excerpts=DEFAULT_EXCERPTS, include=(), exclude=(), n_jobs=1,
@@ -1330,9 +1323,9 @@ def sort_library(model, source, into, *, mode="copy", dry_run=False, min_confide
     if (include or exclude) and not audio:
         raise ParameterError(f"no audio file of {str(source)!r} is left after --include/--exclude: check the patterns")
     if listed:  # a file listed twice is sorted once
-        audio = list(dict.fromkeys(Path(os.path.abspath(f)) for f in audio))
+        audio = [Path(os.path.abspath(f)) for f in _dataset.unique_paths(audio)]
         kept = set(audio)
-        excluded = [f for f in dict.fromkeys(Path(os.path.abspath(f)) for f in excluded) if f not in kept]
+        excluded = [f for f in (Path(os.path.abspath(f)) for f in _dataset.unique_paths(excluded)) if f not in kept]
         check_listed_locations(audio, into, labels)
     sorter = Sorter(None if listed else source, into, mode=mode, dry_run=dry_run,
                     sources=[*audio, *excluded] if listed else None)
