@@ -276,6 +276,13 @@ def default_choice(dataset, *, include=(), exclude=(), max_files=DEFAULT_CHOICE_
             "n_measured": len(seconds), "rule": rule}
 
 
+def _chosen_recipe(rows, feature_config, params):
+    """``(default_choice(rows), the recipe it names with feature_config and params over it)``."""
+    choice = default_choice(rows)
+    return choice, _recipes.get_recipe(None, median_seconds=choice["median_seconds"], features=feature_config,
+                                       **params)
+
+
 def _resolve_recipe(recipe, preset, feature_config, params):
     """The recipe of a workflow call: a Recipe, an unfitted classifier, or a preset plus overrides.
 
@@ -428,9 +435,7 @@ def train(
     groups = _evaluation.group_keys(rows, group_by, dataset=dataset if isinstance(dataset, (str, Path)) else None)
     choice = None
     if chosen:
-        choice = default_choice(rows)
-        recipe = _recipes.get_recipe(None, median_seconds=choice["median_seconds"], features=feature_config,
-                                     **params)
+        choice, recipe = _chosen_recipe(rows, feature_config, params)
         clf = recipe.make_classifier(random_state=random_state, n_jobs=n_jobs)
         config = recipe.features
 
@@ -1189,9 +1194,7 @@ def cross_validate(
     splits = _evaluation.fixed_split(rows, test=test, train=train) if test else None
     choice = None
     if chosen:  # on all of DATA's recordings: the test parts' durations are no label
-        choice = default_choice(rows)
-        recipe = _recipes.get_recipe(None, median_seconds=choice["median_seconds"], features=feature_config,
-                                     **params)
+        choice, recipe = _chosen_recipe(rows, feature_config, params)
         config = recipe.features
     features, skipped = extract_clips([r.path for r in rows], config, clip, n_jobs=n_jobs, cache_dir=cache_dir, progress=progress)
     # One item per clip (or file), carrying its file's label and group.
