@@ -1,4 +1,6 @@
-"""Writing files atomically, with the permissions any new file gets, and checking folder names.
+"""Writing files atomically, with the permissions any new file gets, checking folder names, and
+reading a stretch of a file whole (:func:`pread_into`, for the feature store and the EM's
+per-frame state file).
 
 Shared by the model file, the feature cache, the sort report and sort's copies, so that a crash
 or a full disk never leaves a half-written file under its final name, and a temporary file a
@@ -34,7 +36,7 @@ from .exceptions import ParameterError
 
 __all__ = [
     "write_atomically", "create_temporary", "remove_stale_temporaries", "is_stale_temporary",
-    "check_class_names",
+    "check_class_names", "pread_into",
 ]
 
 # the target's name is cut to this many bytes in a temporary's name, so that the tag still fits
@@ -254,3 +256,32 @@ def check_class_names(names, *, what="class name"):
             )
         seen[key] = name
     return names
+
+
+def pread_into(fd, buffer, offset):
+    """Fill ``buffer`` from file descriptor ``fd`` at byte ``offset``, as far as the file goes.
+
+    ``preadv`` may return fewer bytes than asked (a signal, a large request); this reads on
+    until ``buffer`` is full or the file ends. The file position is not used or moved, so
+    threads may read one descriptor at once.
+
+    Parameters
+    ----------
+    fd : int
+    buffer : writable C-contiguous ndarray or buffer
+    offset : int
+
+    Returns
+    -------
+    int
+        Bytes read: ``buffer``'s size, or fewer when the file ends first (the caller says what
+        that means).
+    """
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < view.nbytes:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            break
+        done += n
+    return done

@@ -81,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import write_atomically
+from ._files import pread_into, write_atomically
 from .exceptions import AudiogmmError, CacheWarning, ParameterError
 from .features import FeatureConfig, extract_excerpts, extract_file
 
@@ -433,14 +433,9 @@ class EntryLoader:
                     or out.dtype != np.float32 or not out.flags.c_contiguous:
                 raise AudiogmmError(f"feature store entry {self.path}: rows {start}:{stop} do not fit its shape "
                                     f"{shape} or the buffer {out.shape} {out.dtype}")
-            view = memoryview(out).cast("B")
-            pos, done = offset + start * shape[1] * 4, 0
-            while done < view.nbytes:
-                n = os.preadv(fd, [view[done:]], pos + done)
-                if n <= 0:
-                    raise AudiogmmError(f"feature store entry {self.path} ended early (truncated while in use); "
-                                        f"recompute it (audiogmm features)")
-                done += n
+            if pread_into(fd, out, offset + start * shape[1] * 4) < out.nbytes:
+                raise AudiogmmError(f"feature store entry {self.path} ended early (truncated while in use); "
+                                    f"recompute it (audiogmm features)")
         except OSError as exc:
             raise AudiogmmError(f"feature store entry {self.path} cannot be read ({exc.strerror or exc}); "
                                 f"recompute it (audiogmm features)") from None

@@ -27,7 +27,7 @@ ALLOWED = {
     "features": _BASE | {"_files", "audio"},
     "cache": _BASE | {"_files", "audio", "dataset", "features"},
     "extraction": _BASE | {"_files", "_dask", "audio", "dataset", "features", "cache"},
-    "mixture": _BASE | {"mixture"},
+    "mixture": _BASE | {"mixture", "_files"},
     "calibration": _BASE,
     "classifier": _BASE | {"mixture", "calibration"},
     "ubm": _BASE | {"mixture", "calibration", "classifier"},

@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from audiogmm._files import pread_into
 from audiogmm._validation import check_int, nonfinite_error
 
 from ._init import initial_parameters
@@ -230,15 +231,10 @@ class FileFrameState:
 
     def read(self, generation, start, stop):
         values = np.empty(stop - start, dtype=self.dtype)
-        fd = self._files()[generation % 2]
-        view = memoryview(values).cast("B")
-        offset, done = start * self.dtype.itemsize, 0
-        while done < view.nbytes:
-            got = os.preadv(fd, [view[done:]], offset + done)
-            if got <= 0:
-                raise OSError(f"frame state {self.directory}: generation {generation} is "
-                              f"missing rows from {start + done // self.dtype.itemsize}")
-            done += got
+        done = pread_into(self._files()[generation % 2], values, start * self.dtype.itemsize)
+        if done < values.nbytes:
+            raise OSError(f"frame state {self.directory}: generation {generation} is "
+                          f"missing rows from {start + done // self.dtype.itemsize}")
         return values
 
     def views(self, generation, start, stop, use_hint):
